@@ -1,0 +1,75 @@
+"""One exception root, a child per subsystem.
+
+Every error carries the facts a person needs to act on it. The CLI turns
+them into one line and an exit code (``exit_code``): 2 for usage errors
+(bad input that changed nothing), 1 for operational failures.
+"""
+
+from __future__ import annotations
+
+
+class FaultbookError(Exception):
+    """Root of every faultbook error."""
+
+    exit_code = 1
+
+
+class UsageError(FaultbookError):
+    """The caller asked for something that does not exist or is malformed."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The environment is not set up as faultbook needs (root, tools, FAULTBOOK_HOME)."""
+
+
+class InventoryError(UsageError):
+    """An inventory file is missing or malformed, or a host is not in it."""
+
+
+class ParameterError(UsageError):
+    """A runbook parameter is unknown or has the wrong type."""
+
+
+class RunbookNotFound(UsageError):
+    """No runbook with that name."""
+
+
+class LabError(FaultbookError):
+    """The lab could not be brought to the requested state."""
+
+
+class LabBusy(LabError):
+    """Another `faultbook lab` command holds the lab lock."""
+
+    exit_code = 2
+
+
+class SSHError(FaultbookError):
+    """A host could not be reached or refused a command over SSH."""
+
+    def __init__(self, host: str, message: str) -> None:
+        super().__init__(f"{host}: {message}")
+        self.host = host
+        self.message = message
+
+
+class PlaybookFailed(FaultbookError):
+    """An Ansible playbook failed; names the host, the task and Ansible's message."""
+
+    def __init__(
+        self, playbook: str, rc: int, host: str | None, task: str | None, message: str
+    ) -> None:
+        where = f" on {host}" if host else ""
+        what = f" at task '{task}'" if task else ""
+        super().__init__(f"playbook {playbook} failed{where}{what} (rc={rc}): {message}")
+        self.playbook = playbook
+        self.rc = rc
+        self.host = host
+        self.task = task
+        self.message = message
+
+
+class DrillAborted(FaultbookError):
+    """A drill stopped before it could finish; the stack may need attention."""

@@ -1,0 +1,1 @@
+"""The lab: real Debian hosts booted with systemd-nspawn on this machine."""

@@ -1,0 +1,316 @@
+"""Orchestrate the lab: image, keys, bridge, hosts; up, down, status, faults.
+
+Everything the lab knows about its topology comes from
+inventories/lab/hosts.yml; all of its state lives under
+``$FAULTBOOK_HOME/lab`` (images under ``$FAULTBOOK_HOME/images``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import ipaddress
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from faultbook import inventory as inventory_mod
+from faultbook import ssh
+from faultbook.errors import ConfigError, LabBusy, LabError, SSHError
+from faultbook.inventory import Inventory
+from faultbook.lab import image, machine, net
+from faultbook.paths import LAB_INVENTORY, faultbook_home
+
+log = logging.getLogger(__name__)
+
+REQUIRED_TOOLS = {
+    "systemd-nspawn": "apt-get install systemd-container",
+    "debootstrap": "apt-get install debootstrap",
+    "ip": "apt-get install iproute2",
+    "tc": "apt-get install iproute2",
+    "ssh-keygen": "apt-get install openssh-client",
+}
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    name: str
+    address: str
+    groups: list[str]
+    state: str  # running | stopped
+    pid: int | None
+    link: str  # up | cut | absent
+    netem: str | None
+    disk: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def preflight() -> None:
+    """Raise ConfigError (exit 2) when this machine cannot run the lab, saying how to fix it."""
+    if os.geteuid() != 0:
+        raise ConfigError(
+            "the lab needs root (it creates a bridge, overlay mounts and nspawn machines); "
+            "run it with sudo or as root"
+        )
+    for tool, fix in REQUIRED_TOOLS.items():
+        if shutil.which(tool) is None:
+            raise ConfigError(f"{tool} is not installed; fix with: {fix}")
+
+
+class Lab:
+    """The lab described by an inventory (default: inventories/lab/hosts.yml)."""
+
+    def __init__(self, inv: Inventory | None = None) -> None:
+        self.inv = inv or inventory_mod.load(LAB_INVENTORY)
+        missing = [k for k in ("lab_bridge", "lab_subnet", "controller_ip") if k not in self.inv.vars]
+        if missing:
+            raise inventory_mod.InventoryError(
+                f"{self.inv.path}: all.vars lacks {', '.join(missing)}; the lab needs them"
+            )
+        self.bridge = str(self.inv.vars["lab_bridge"])
+        self.subnet = str(self.inv.vars["lab_subnet"])
+        self.controller_ip = str(self.inv.vars["controller_ip"])
+        inventory_mod.require_ipv4_in(self.inv, self.subnet)
+        self.prefix = ipaddress.ip_network(self.subnet).prefixlen
+        self.user = str(self.inv.vars.get("ansible_user", image.DEPLOY_USER))
+        if self.user != image.DEPLOY_USER:
+            raise inventory_mod.InventoryError(
+                f"{self.inv.path}: ansible_user is {self.user!r}; the lab image provides "
+                f"{image.DEPLOY_USER!r}"
+            )
+        self.home = faultbook_home()
+        self.dir = self.home / "lab"
+        self.ssh_dir = self.dir / "ssh"
+
+    # ----------------------------------------------------------------- helpers
+    def dirs(self, host: str) -> machine.HostDirs:
+        return machine.HostDirs(self.dir / "hosts" / host)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise LabBusy(
+                    f"another faultbook lab command (pid {holder}) holds {path}; "
+                    "wait for it to finish"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def pid(self, host: str) -> int | None:
+        return machine.find_nspawn(host, self.dirs(host).root)
+
+    def _keys(self) -> None:
+        """Create the deploy key and one host key per host; write known_hosts."""
+        self.ssh_dir.mkdir(parents=True, exist_ok=True)
+        self.ssh_dir.chmod(0o700)
+        user_key = self.ssh_dir / "id_ed25519"
+        if not user_key.exists():
+            _keygen(user_key, f"faultbook-lab-{self.user}")
+        lines = []
+        for h in self.inv.hosts.values():
+            hk = self.ssh_dir / "hostkeys" / f"{h.name}_ed25519"
+            if not hk.exists():
+                hk.parent.mkdir(parents=True, exist_ok=True)
+                _keygen(hk, f"root@{h.name}")
+            lines.append(ssh.known_hosts_line([h.address, h.name], hk.with_suffix(".pub")))
+        known = self.ssh_dir / "known_hosts"
+        tmp = known.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.rename(known)
+
+    # ------------------------------------------------------------------ up/down
+    def up(self, timeout: float = 120.0) -> list[HostStatus]:
+        preflight()
+        with self.lock():
+            root = image.build(self.home)
+            self._keys()
+            net.bridge_up(self.bridge, self.controller_ip, self.subnet)
+            to_wait = []
+            for h in self.inv.hosts.values():
+                if self.pid(h.name) is None:
+                    self._boot(h.name, root)
+                    to_wait.append(h.name)
+                elif net.link_state(h.name, self.bridge) == "absent":
+                    raise LabError(f"{h.name} runs but has no link; run `faultbook lab down`")
+            self.wait_ready(list(self.inv.hosts), timeout)
+            return self.status()
+
+    def _boot(self, host: str, image_root: Path) -> None:
+        h = self.inv.host(host)
+        d = self.dirs(host)
+        machine.mount(d, image_root)
+        machine.personalise(
+            d,
+            h.name,
+            h.address,
+            self.prefix,
+            self.ssh_dir / "hostkeys" / f"{h.name}_ed25519",
+            (self.ssh_dir / "id_ed25519.pub").read_text(),
+            self.user,
+        )
+        machine.start(h.name, d, self.bridge)
+        log.info("lab: booting %s (%s)", h.name, h.address)
+
+    def wait_ready(self, hosts: list[str], timeout: float) -> None:
+        """Wait until each host accepts SSH and systemd reports running.
+
+        Raises LabError naming each host that is not, and its failed units.
+        """
+        def one(host: str) -> str | None:
+            deadline = time.monotonic() + timeout
+            last = "no answer"
+            while time.monotonic() < deadline:
+                if self.pid(host) is None:
+                    return f"{host}: its nspawn process exited (see {self.dirs(host).log})"
+                left = max(1.0, deadline - time.monotonic())
+                try:
+                    r = ssh.run(
+                        self.inv,
+                        host,
+                        f"timeout {int(left)} systemctl is-system-running --wait; "
+                        "systemctl --failed --plain --no-legend | awk '{print $1}'",
+                        timeout=min(5.0, left) if last == "no answer" else left + 5,
+                    )
+                except SSHError as exc:
+                    last = exc.message
+                    time.sleep(0.3)
+                    continue
+                lines = r.stdout.split()
+                state = lines[0] if lines else "unknown"
+                if state == "running":
+                    return None
+                if state == "degraded":
+                    return f"{host}: systemd is degraded; failed units: {', '.join(lines[1:])}"
+                last = f"systemd state {state}"
+                time.sleep(0.3)
+            return f"{host}: not ready after {timeout:g}s ({last})"
+
+        with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+            problems = [p for p in pool.map(one, hosts) if p]
+        if problems:
+            raise LabError("; ".join(problems))
+
+    def down(self, keep_disks: bool = False, timeout: float = 6.0) -> None:
+        """Stop every host, unmount, delete the bridge; leave nothing running."""
+        preflight()
+        with self.lock():
+            pids = {h: self.pid(h) for h in self.inv.hosts}
+            running = {h: p for h, p in pids.items() if p is not None}
+
+            def stop(item: tuple[str, int]) -> None:
+                host, pid = item
+                if not machine.poweroff(pid, timeout):
+                    log.warning("lab: %s did not power off in %.0fs; killing it", host, timeout)
+                    machine.crash(pid)
+
+            with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+                list(pool.map(stop, running.items()))
+            for host in self.inv.hosts:
+                d = self.dirs(host)
+                machine.unmount(d)
+                if not keep_disks and d.base.exists():
+                    shutil.rmtree(d.base)
+            net.bridge_down(self.bridge)
+
+    # -------------------------------------------------------------- primitives
+    def _require_running(self, host: str) -> int:
+        self.inv.host(host)
+        pid = self.pid(host)
+        if pid is None:
+            raise LabError(f"{host} is not running; start it with `faultbook lab boot {host}`")
+        return pid
+
+    def crash(self, host: str) -> None:
+        """Power loss: SIGKILL the whole machine. Its disk stays."""
+        preflight()
+        machine.crash(self._require_running(host))
+
+    def boot(self, host: str, timeout: float = 120.0) -> None:
+        """Start a stopped host again, disk intact, and wait until it is ready."""
+        preflight()
+        self.inv.host(host)
+        if self.pid(host) is None:
+            if not net.link_exists(self.bridge):
+                raise LabError(f"the lab is down (no bridge {self.bridge}); run `faultbook lab up`")
+            self._boot(host, image.build(self.home))
+        self.wait_ready([host], timeout)
+
+    def partition(self, host: str) -> None:
+        preflight()
+        self._require_running(host)
+        net.cut(host)
+
+    def heal(self, host: str) -> None:
+        preflight()
+        self._require_running(host)
+        net.heal(host, self.bridge)
+
+    def netem(self, host: str, delay_ms: float, loss_pct: float) -> None:
+        preflight()
+        if delay_ms < 0 or not 0 <= loss_pct <= 100:
+            raise inventory_mod.InventoryError(
+                f"netem needs --delay >= 0 ms and 0 <= --loss <= 100 %, got {delay_ms}, {loss_pct}"
+            )
+        self._require_running(host)
+        net.netem(host, delay_ms, loss_pct)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> list[HostStatus]:
+        out = []
+        for h in self.inv.hosts.values():
+            pid = self.pid(h.name)
+            link = net.link_state(h.name, self.bridge) if pid else "absent"
+            out.append(
+                HostStatus(
+                    name=h.name,
+                    address=h.address,
+                    groups=list(h.groups),
+                    state="running" if pid else "stopped",
+                    pid=pid,
+                    link=link,
+                    netem=net.netem_state(h.name) if link != "absent" else None,
+                    disk=self.dirs(h.name).upper.exists(),
+                )
+            )
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        hosts = self.status()
+        running = sum(h.state == "running" for h in hosts)
+        return {
+            "home": str(self.home),
+            "bridge": self.bridge if net.link_exists(self.bridge) else None,
+            "image": str(image.image_dir(self.home)) if image.is_built(self.home) else None,
+            "state": "up" if running == len(hosts) else ("down" if running == 0 else "partial"),
+            "hosts": [h.to_dict() for h in hosts],
+        }
+
+
+def _keygen(path: Path, comment: str) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )

@@ -1,0 +1,251 @@
+"""One lab host: its disk (an overlayfs upper directory), its boot and its power.
+
+A host is a systemd-nspawn machine booted with systemd as PID 1 on an
+overlayfs root: the shared image below, the host's own upper directory
+above. The upper directory is the host's disk; it survives a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from faultbook.errors import LabError
+from faultbook.lab import net
+
+log = logging.getLogger(__name__)
+
+NETWORK_FILE = "etc/systemd/network/10-faultbook-host0.network"
+
+
+@dataclass(frozen=True)
+class HostDirs:
+    """Where one host's state lives under FAULTBOOK_HOME/lab/hosts/<name>."""
+
+    base: Path
+
+    @property
+    def upper(self) -> Path:
+        return self.base / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.base / "work"
+
+    @property
+    def root(self) -> Path:
+        return self.base / "root"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "console.log"
+
+
+def is_mounted(path: Path) -> bool:
+    target = str(path.resolve()) if path.exists() else str(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+def mount(dirs: HostDirs, image_root: Path) -> None:
+    if is_mounted(dirs.root):
+        return
+    for d in (dirs.upper, dirs.work, dirs.root):
+        d.mkdir(parents=True, exist_ok=True)
+    opts = f"lowerdir={image_root},upperdir={dirs.upper},workdir={dirs.work}"
+    proc = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", opts, str(dirs.root)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise LabError(f"cannot mount the overlay root at {dirs.root}: {proc.stderr.strip()}")
+
+
+def unmount(dirs: HostDirs) -> None:
+    for _ in range(20):
+        if not is_mounted(dirs.root):
+            return
+        proc = subprocess.run(["umount", str(dirs.root)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            continue
+        time.sleep(0.2)
+    subprocess.run(["umount", "-l", str(dirs.root)], capture_output=True)
+
+
+def _write(path: Path, text: str, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".fbtmp")
+    tmp.write_text(text)
+    os.chown(tmp, uid, gid)
+    tmp.chmod(mode)
+    tmp.rename(path)
+
+
+def _passwd_ids(root: Path, user: str) -> tuple[int, int, str]:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        f = line.split(":")
+        if f[0] == user:
+            return int(f[2]), int(f[3]), f[5]
+    raise LabError(f"the lab image has no user {user!r}")
+
+
+def personalise(
+    dirs: HostDirs,
+    name: str,
+    address: str,
+    prefix: int,
+    host_key: Path,
+    authorized_key: str,
+    user: str,
+) -> None:
+    """Give a (mounted) host its identity: name, address, host key, deploy key."""
+    root = dirs.root
+    _write(root / "etc/hostname", name + "\n")
+    _write(root / "etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {name}\n::1 localhost\n")
+    mid = root / "etc/machine-id"
+    if not mid.exists() or not mid.read_text().strip():
+        _write(mid, os.urandom(16).hex() + "\n", 0o444)
+    _write(
+        root / NETWORK_FILE,
+        "# written by faultbook lab: the address from inventories/lab/hosts.yml\n"
+        f"[Match]\nName=host0\n\n[Network]\nAddress={address}/{prefix}\n"
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n\n"
+        "[Link]\nRequiredForOnline=no\n",
+    )
+    ssh = root / "etc/ssh"
+    _write(ssh / "ssh_host_ed25519_key", host_key.read_text(), 0o600)
+    _write(ssh / "ssh_host_ed25519_key.pub", host_key.with_suffix(".pub").read_text(), 0o644)
+    uid, gid, home = _passwd_ids(root, user)
+    sshdir = root / home.lstrip("/") / ".ssh"
+    sshdir.mkdir(parents=True, exist_ok=True)
+    os.chown(sshdir, uid, gid)
+    sshdir.chmod(0o700)
+    _write(sshdir / "authorized_keys", authorized_key.strip() + "\n", 0o600, uid, gid)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def find_nspawn(name: str, root: Path) -> int | None:
+    """PID of the nspawn process running this host, found from /proc (adopts leftovers)."""
+    want_m = f"--machine={name}"
+    want_d = f"--directory={root}"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        args = _cmdline(int(entry.name))
+        if args and args[0].endswith("systemd-nspawn") and want_m in args and want_d in args:
+            return int(entry.name)
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            kids.append(int(entry.name))
+    return kids
+
+
+def container_init(nspawn_pid: int) -> int | None:
+    """The host's PID 1 as seen from the controller (a child of nspawn in its own pidns)."""
+    try:
+        own = os.readlink(f"/proc/{nspawn_pid}/ns/pid")
+    except OSError:
+        return None
+    for kid in _children(nspawn_pid):
+        try:
+            if os.readlink(f"/proc/{kid}/ns/pid") != own:
+                return kid
+        except OSError:
+            continue
+    return None
+
+
+def start(name: str, dirs: HostDirs, bridge: str) -> int:
+    """Boot the host; return the nspawn PID. The caller waits for SSH."""
+    cmd = [
+        "systemd-nspawn",
+        "--quiet",
+        "--boot",
+        "--register=no",
+        "--keep-unit",
+        f"--machine={name}",
+        f"--directory={dirs.root}",
+        f"--network-bridge={bridge}",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--link-journal=no",
+        "--console=passive",
+    ]
+    with dirs.log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    # Wait for the veth so the caller can rely on the link existing.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = dirs.log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise LabError(f"{name}: systemd-nspawn exited at once: {' | '.join(tail)}")
+        if net.link_exists(net.veth_name(name)):
+            break
+        time.sleep(0.05)
+    return proc.pid
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    return not Path(f"/proc/{pid}").exists()
+
+
+def crash(nspawn_pid: int) -> None:
+    """Power loss: SIGKILL the host's PID 1 (which kills its whole pid namespace), then nspawn."""
+    init = container_init(nspawn_pid)
+    if init is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(init, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(nspawn_pid, signal.SIGKILL)
+    if not _wait_gone(nspawn_pid, 5):
+        raise LabError(f"nspawn process {nspawn_pid} did not die after SIGKILL")
+    if init is not None:
+        _wait_gone(init, 5)
+
+
+def poweroff(nspawn_pid: int, timeout: float) -> bool:
+    """Ask the host to shut down cleanly; True when it did within ``timeout``."""
+    # systemd-nspawn --boot turns SIGTERM into SIGRTMIN+3 for the container's systemd:
+    # a clean poweroff.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(nspawn_pid, signal.SIGTERM)
+    return _wait_gone(nspawn_pid, timeout)
