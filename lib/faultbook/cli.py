@@ -44,10 +44,11 @@ def main(verbose: int) -> None:
 
     State lives in $FAULTBOOK_HOME (default /var/lib/faultbook).
     """
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if verbose < 2:
-        logging.getLogger("paramiko").setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("faultbook").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 # --------------------------------------------------------------------- lab
@@ -160,6 +161,59 @@ def lab_netem(host: str, delay_ms: float, loss_pct: float) -> None:
     """Add delay and loss on HOST's link (towards the host). `heal` clears it."""
     _lab().netem(host, delay_ms, loss_pct)
     click.echo(f"{host}: delay {delay_ms:g} ms, loss {loss_pct:g} %")
+
+
+# --------------------------------------------------------------------- run
+@main.command("run")
+@click.argument("runbook")
+@click.option(
+    "-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE",
+    help="Set a runbook parameter (checked against its parameters cell).",
+)
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+    help="Report directory [default: reports/RUNBOOK-<UTC time>].",
+)
+def run_cmd(runbook: str, params: tuple[tuple[str, str], ...], out_dir: str | None) -> None:
+    """Execute RUNBOOK with papermill and write a report.
+
+    \b
+    Writes DIR/RUNBOOK.ipynb (executed), DIR/RUNBOOK.html and DIR/result.json.
+    Exit status: 0 verdict pass, 1 objective missed or step failed, 2 usage error.
+    `faultbook runbooks` lists the runbooks and their parameters.
+    """
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from faultbook import runner
+
+    path = runner.runbook_path(runbook)
+    values = runner.validate(path.stem, dict(params))
+    if out_dir is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out_dir = str(Path("reports") / f"{path.stem}-{stamp}")
+    click.echo(f"running {path.stem} -> {out_dir}")
+    outcome = runner.run(path.stem, values, Path(out_dir))
+    s = outcome.summary
+    click.echo(f"verdict: {s.verdict.upper()}")
+    for line in s.failed_steps + s.missed_objectives:
+        click.echo(f"  - {line}")
+    click.echo(f"report: {outcome.html}")
+    click.echo(f"result: {outcome.result}")
+    sys.exit(outcome.exit_code)
+
+
+@main.command("runbooks")
+def runbooks_cmd() -> None:
+    """List the runbooks and their parameters."""
+    from faultbook import runner
+
+    for name in runner.runbooks():
+        click.echo(name)
+        for p in runner.parameters(name).values():
+            if p.name in runner.RUNNER_PARAMS:
+                continue
+            click.echo(f"  {p.name:<14} {p.type:<6} default {p.default:<12} {p.help}")
 
 
 if __name__ == "__main__":  # pragma: no cover

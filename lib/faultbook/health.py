@@ -1,0 +1,113 @@
+"""Host health over SSH: reachability, systemd state, failed units, uptime, load, memory, disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from faultbook import ssh
+from faultbook.errors import FaultbookError, SSHError
+from faultbook.inventory import Inventory
+from faultbook.results import Run
+
+# One round trip per host; each line is KEY=VALUE so parsing is trivial and testable.
+PROBE = r"""
+echo "hostname=$(hostname)"
+echo "state=$(systemctl is-system-running 2>/dev/null)"
+echo "failed=$(systemctl --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | paste -sd, -)"
+echo "uptime_s=$(cut -d' ' -f1 /proc/uptime)"
+echo "load1=$(cut -d' ' -f1 /proc/loadavg)"
+echo "mem_total_kb=$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
+echo "mem_avail_kb=$(awk '/^MemAvailable:/{print $2}' /proc/meminfo)"
+echo "disk=$(df -P -B1 / | awk 'NR==2{print $2","$3}')"
+"""
+
+COLUMNS = [
+    "host", "address", "groups", "reachable", "hostname", "state", "failed_units",
+    "uptime_s", "load1", "mem_used_pct", "disk_used_pct", "error",
+]
+
+
+def parse_probe(text: str) -> dict[str, object]:
+    """Turn the probe's KEY=VALUE lines into typed values."""
+    kv = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    mem_total = float(kv.get("mem_total_kb") or 0)
+    mem_avail = float(kv.get("mem_avail_kb") or 0)
+    size, used = ((kv.get("disk") or "0,0").split(",") + ["0"])[:2]
+    return {
+        "hostname": kv.get("hostname", ""),
+        "state": kv.get("state", "") or "unknown",
+        "failed_units": [u for u in (kv.get("failed") or "").split(",") if u],
+        "uptime_s": float(kv.get("uptime_s") or "nan"),
+        "load1": float(kv.get("load1") or "nan"),
+        "mem_used_pct": 100.0 * (1 - mem_avail / mem_total) if mem_total else float("nan"),
+        "disk_used_pct": 100.0 * float(used) / float(size) if float(size) else float("nan"),
+    }
+
+
+def collect(inv: Inventory, timeout_s: float = 10.0) -> pd.DataFrame:
+    """Probe every host in parallel; a host that cannot be reached is a row, not an exception."""
+    results = ssh.run_many(inv, None, PROBE, timeout=timeout_s)
+    rows = []
+    for name, res in results.items():
+        h = inv.hosts[name]
+        row: dict[str, object] = {
+            "host": name, "address": h.address, "groups": ",".join(h.groups),
+        }
+        if isinstance(res, SSHError):
+            row.update(reachable=False, state="unreachable", failed_units=[], error=res.message)
+        else:
+            row.update(reachable=True, error="" if res.ok else res.stderr.strip()[:200])
+            row.update(parse_probe(res.stdout))
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    problems: list[str]
+
+    def __str__(self) -> str:
+        if self.ok:
+            return "PASS: every host is reachable and its systemd reports running"
+        return "FAIL: " + "; ".join(self.problems)
+
+
+def verdict(df: pd.DataFrame) -> Verdict:
+    """Pass when every host is reachable, reports its own name and systemd is running."""
+    problems = []
+    for r in df.itertuples(index=False):
+        if not r.reachable:
+            problems.append(f"{r.host} unreachable ({r.error})")
+        elif r.state != "running":
+            units = ", ".join(r.failed_units) or "none listed"
+            problems.append(f"{r.host} systemd {r.state} (failed units: {units})")
+        elif r.hostname != r.host:
+            problems.append(f"{r.host} answers as {r.hostname!r}")
+    return Verdict(not problems, problems)
+
+
+class VerdictFailed(FaultbookError):
+    """A runbook's final check failed; the message says why."""
+
+
+def record(run: Run, df: pd.DataFrame) -> Verdict:
+    """Put the health figures and verdict into a run record."""
+    v = verdict(df)
+    run.metrics.update(
+        hosts_total=int(len(df)),
+        hosts_reachable=int(df["reachable"].sum()),
+        hosts_running=int((df["state"] == "running").sum()),
+    )
+    if not v.ok:
+        run.fail("verdict", str(v))
+    run.finish()
+    return v
+
+
+def check(v: Verdict) -> None:
+    """Raise when the verdict failed, so papermill and nbval see a failing runbook."""
+    if not v.ok:
+        raise VerdictFailed(str(v))
