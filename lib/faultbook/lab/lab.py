@@ -11,10 +11,14 @@ import contextlib
 import errno
 import fcntl
 import ipaddress
+import json
 import logging
 import os
+import select
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +28,7 @@ from typing import Any
 
 from faultbook import inventory as inventory_mod
 from faultbook import ssh
-from faultbook.errors import ConfigError, LabBusy, LabError, SSHError
+from faultbook.errors import ConfigError, LabBusy, LabError, SSHError, UsageError
 from faultbook.inventory import Inventory
 from faultbook.lab import image, machine, net
 from faultbook.paths import LAB_INVENTORY, faultbook_home
@@ -217,6 +221,8 @@ class Lab:
         preflight()
         with self.lock():
             pids = {h: self.pid(h) for h in self.inv.hosts}
+            for h in self.inv.hosts:
+                self._netem_clear(h, None)
             running = {h: p for h, p in pids.items() if p is not None}
 
             def stop(item: tuple[str, int]) -> None:
@@ -245,7 +251,9 @@ class Lab:
     def crash(self, host: str) -> None:
         """Power loss: SIGKILL the whole machine. Its disk stays."""
         preflight()
-        machine.crash(self._require_running(host))
+        pid = self._require_running(host)
+        self._netem_clear(host, None)  # its socket would keep the dead host's netns alive
+        machine.crash(pid)
 
     def boot(self, host: str, timeout: float = 120.0) -> None:
         """Start a stopped host again, disk intact, and wait until it is ready."""
@@ -263,18 +271,61 @@ class Lab:
         net.cut(host)
 
     def heal(self, host: str) -> None:
+        """Reconnect HOST's link and clear any delay or loss."""
         preflight()
-        self._require_running(host)
+        pid = self._require_running(host)
         net.heal(host, self.bridge)
+        self._netem_clear(host, machine.container_init(pid))
 
     def netem(self, host: str, delay_ms: float, loss_pct: float) -> None:
+        """Delay and drop the packets HOST sends (replaces any earlier setting)."""
         preflight()
-        if delay_ms < 0 or not 0 <= loss_pct <= 100:
-            raise inventory_mod.InventoryError(
-                f"netem needs --delay >= 0 ms and 0 <= --loss <= 100 %, got {delay_ms}, {loss_pct}"
+        if delay_ms < 0 or delay_ms > 60_000 or not 0 <= loss_pct <= 100:
+            raise UsageError(
+                f"netem needs 0 <= --delay <= 60000 ms and 0 <= --loss <= 100 %, "
+                f"got delay {delay_ms:g}, loss {loss_pct:g}"
             )
-        self._require_running(host)
-        net.netem(host, delay_ms, loss_pct)
+        init = machine.container_init(self._require_running(host))
+        if init is None:
+            raise LabError(f"{host}: cannot find its PID 1")
+        self._netem_clear(host, init)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "faultbook.lab.delay", "--netns-pid", str(init),
+             "--queue", str(net.QUEUE), "--delay-ms", str(delay_ms), "--loss-pct", str(loss_pct)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, text=True,
+        )
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 5)
+        line = proc.stdout.readline().strip() if ready else ""
+        if line != "ready":
+            proc.kill()
+            err = proc.stderr.read().strip().splitlines()[-1:] if proc.stderr else []
+            raise LabError(f"{host}: the delay process did not start: {' '.join(err) or line}")
+        state = {"pid": proc.pid, "delay_ms": delay_ms, "loss_pct": loss_pct}
+        (self.dirs(host).base / "netem.json").write_text(json.dumps(state))
+        net.queue_rule_add(init)
+
+    def _netem_clear(self, host: str, init: int | None) -> None:
+        if init is not None:
+            net.queue_rule_del(init)
+        f = self.dirs(host).base / "netem.json"
+        if f.exists():
+            pid = json.loads(f.read_text()).get("pid")
+            if pid and "faultbook.lab.delay" in " ".join(machine._cmdline(pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                machine._wait_gone(pid, 3)
+            f.unlink()
+
+    def netem_state(self, host: str) -> str | None:
+        f = self.dirs(host).base / "netem.json"
+        if not f.exists():
+            return None
+        st = json.loads(f.read_text())
+        if not machine._cmdline(st.get("pid", 0)):
+            return None
+        return f"delay {st['delay_ms']:g}ms loss {st['loss_pct']:g}%"
 
     # ------------------------------------------------------------------ status
     def status(self) -> list[HostStatus]:
@@ -290,7 +341,7 @@ class Lab:
                     state="running" if pid else "stopped",
                     pid=pid,
                     link=link,
-                    netem=net.netem_state(h.name) if link != "absent" else None,
+                    netem=self.netem_state(h.name) if pid else None,
                     disk=self.dirs(h.name).upper.exists(),
                 )
             )

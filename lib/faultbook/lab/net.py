@@ -3,14 +3,13 @@
 Each host's veth is named ``vb-<host>`` on the controller side (systemd-nspawn's
 naming for --network-bridge). Cutting a link detaches that veth from the
 bridge, so the host keeps its carrier and addresses but nothing reaches it;
-netem shapes the controller-side veth, i.e. traffic towards the host.
+delay and loss (see faultbook.lab.delay) act on the packets the host sends.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import subprocess
 
 from faultbook.errors import LabError
@@ -78,29 +77,27 @@ def heal(host: str, bridge: str) -> None:
         raise LabError(f"{host} has no link to heal (is it running?)")
     _ip("link", "set", name, "master", bridge)
     _ip("link", "set", name, "up")
-    subprocess.run(["tc", "qdisc", "del", "dev", name, "root"], capture_output=True)
 
 
-def netem(host: str, delay_ms: float, loss_pct: float) -> None:
-    name = veth_name(host)
-    if not link_exists(name):
-        raise LabError(f"{host} has no link to shape (is it running?)")
-    cmd = ["tc", "qdisc", "replace", "dev", name, "root", "netem", "limit", "10000"]
-    if delay_ms > 0:
-        cmd += ["delay", f"{delay_ms}ms"]
-    if loss_pct > 0:
-        cmd += ["loss", f"{loss_pct}%"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise LabError(f"netem on {host} failed: {proc.stderr.strip()}")
+QUEUE = 7
+_RULE = ["OUTPUT", "!", "-o", "lo", "-j", "NFQUEUE", "--queue-num", str(QUEUE), "--queue-bypass"]
 
 
-def netem_state(host: str) -> str | None:
-    proc = subprocess.run(
-        ["tc", "qdisc", "show", "dev", veth_name(host), "root"], capture_output=True, text=True
+def _iptables(netns_pid: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nsenter", f"--net=/proc/{netns_pid}/ns/net", "iptables-legacy", "-w", *args],
+        capture_output=True,
+        text=True,
     )
-    line = proc.stdout.strip()
-    if "netem" not in line:
-        return None
-    m = re.search(r"limit \d+\s*(.*)$", line)
-    return (m.group(1).strip() if m else "") or "netem"
+
+
+def queue_rule_add(netns_pid: int) -> None:
+    proc = _iptables(netns_pid, "-I", *_RULE[:1], "1", *_RULE[1:])
+    if proc.returncode != 0:
+        raise LabError(f"cannot add the NFQUEUE rule: {proc.stderr.strip()}")
+
+
+def queue_rule_del(netns_pid: int) -> None:
+    for _ in range(10):
+        if _iptables(netns_pid, "-D", *_RULE).returncode != 0:
+            return
