@@ -64,9 +64,7 @@ def _lab() -> Any:
 
 
 def _print_status(summary: dict[str, Any]) -> None:
-    click.echo(
-        f"lab {summary['state']}  bridge={summary['bridge'] or '-'}  home={summary['home']}"
-    )
+    click.echo(f"lab {summary['state']}  bridge={summary['bridge'] or '-'}  home={summary['home']}")
     click.echo(f"{'HOST':<10} {'ADDRESS':<13} {'GROUPS':<8} {'STATE':<8} {'LINK':<6} NETEM")
     for h in summary["hosts"]:
         click.echo(
@@ -87,6 +85,19 @@ def lab_up(timeout: float) -> None:
     lab_ = _lab()
     lab_.up(timeout=timeout)
     _print_status(lab_.summary())
+
+
+@lab.command("image")
+@click.option("--force", is_flag=True, help="Rebuild even when the cached image is current.")
+def lab_image(force: bool) -> None:
+    """Build the lab image (debootstrap + every package the stack needs) if it is not cached."""
+    from faultbook.lab import image
+    from faultbook.lab.lab import preflight
+    from faultbook.paths import faultbook_home
+
+    preflight()
+    root = image.build(faultbook_home(create=True), force=force)
+    click.echo(f"image: {root}")
 
 
 @lab.command("down")
@@ -167,11 +178,19 @@ def lab_netem(host: str, delay_ms: float, loss_pct: float) -> None:
 @main.command("run")
 @click.argument("runbook")
 @click.option(
-    "-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE",
+    "-p",
+    "--param",
+    "params",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
     help="Set a runbook parameter (checked against its parameters cell).",
 )
 @click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
     help="Report directory [default: reports/RUNBOOK-<UTC time>].",
 )
 def run_cmd(runbook: str, params: tuple[tuple[str, str], ...], out_dir: str | None) -> None:

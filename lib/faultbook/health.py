@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -15,7 +16,8 @@ from faultbook.results import Run
 PROBE = r"""
 echo "hostname=$(hostname)"
 echo "state=$(systemctl is-system-running 2>/dev/null)"
-echo "failed=$(systemctl --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | paste -sd, -)"
+echo "failed=$(systemctl --failed --plain --no-legend 2>/dev/null \
+  | awk '{print $1}' | paste -sd, -)"
 echo "uptime_s=$(cut -d' ' -f1 /proc/uptime)"
 echo "load1=$(cut -d' ' -f1 /proc/loadavg)"
 echo "mem_total_kb=$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
@@ -24,8 +26,18 @@ echo "disk=$(df -P -B1 / | awk 'NR==2{print $2","$3}')"
 """
 
 COLUMNS = [
-    "host", "address", "groups", "reachable", "hostname", "state", "failed_units",
-    "uptime_s", "load1", "mem_used_pct", "disk_used_pct", "error",
+    "host",
+    "address",
+    "groups",
+    "reachable",
+    "hostname",
+    "state",
+    "failed_units",
+    "uptime_s",
+    "load1",
+    "mem_used_pct",
+    "disk_used_pct",
+    "error",
 ]
 
 
@@ -53,7 +65,9 @@ def collect(inv: Inventory, timeout_s: float = 10.0) -> pd.DataFrame:
     for name, res in results.items():
         h = inv.hosts[name]
         row: dict[str, object] = {
-            "host": name, "address": h.address, "groups": ",".join(h.groups),
+            "host": name,
+            "address": h.address,
+            "groups": ",".join(h.groups),
         }
         if isinstance(res, SSHError):
             row.update(reachable=False, state="unreachable", failed_units=[], error=res.message)
@@ -62,6 +76,16 @@ def collect(inv: Inventory, timeout_s: float = 10.0) -> pd.DataFrame:
             row.update(parse_probe(res.stdout))
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+class _Row:
+    """Attribute access to one row of the health table."""
+
+    def __init__(self, rec: dict[Any, Any]) -> None:
+        self.__dict__.update({str(k): v for k, v in rec.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
 
 
 @dataclass(frozen=True)
@@ -78,7 +102,8 @@ class Verdict:
 def verdict(df: pd.DataFrame) -> Verdict:
     """Pass when every host is reachable, reports its own name and systemd is running."""
     problems = []
-    for r in df.itertuples(index=False):
+    for rec in df.to_dict("records"):
+        r = _Row(rec)
         if not r.reachable:
             problems.append(f"{r.host} unreachable ({r.error})")
         elif r.state != "running":

@@ -111,9 +111,7 @@ def _mapping(value: Any, path: Path, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InventoryError(
-            f"{path}: '{where}' must be a mapping, got {type(value).__name__}"
-        )
+        raise InventoryError(f"{path}: '{where}' must be a mapping, got {type(value).__name__}")
     return value
 
 

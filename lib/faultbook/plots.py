@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import matplotlib
 
-matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(("module://", "nbagg")) \
-    else None
+matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(
+    ("module://", "nbagg")
+) else None
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402

@@ -22,13 +22,28 @@ STEP_STATUSES = ("ok", "failed", "skipped")
 SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|key$|credential", re.I)
 REDACTED = "***"
 
-TOP_KEYS = {
-    "runbook": str, "mode": str, "started_at": str, "finished_at": str, "parameters": dict,
-    "steps": list, "fault": (dict, type(None)), "detected_at": (str, type(None)),
-    "recovered_at": (str, type(None)), "metrics": dict, "objectives": dict, "verdict": str,
+TOP_KEYS: dict[str, type | tuple[type, ...]] = {
+    "runbook": str,
+    "mode": str,
+    "started_at": str,
+    "finished_at": str,
+    "parameters": dict,
+    "steps": list,
+    "fault": (dict, type(None)),
+    "detected_at": (str, type(None)),
+    "recovered_at": (str, type(None)),
+    "metrics": dict,
+    "objectives": dict,
+    "verdict": str,
 }
 BASE_METRICS = (
-    "rto_s", "lost_writes", "acked_writes", "failed_requests", "total_requests", "p50_ms", "p99_ms",
+    "rto_s",
+    "lost_writes",
+    "acked_writes",
+    "failed_requests",
+    "total_requests",
+    "p50_ms",
+    "p99_ms",
 )
 
 
@@ -146,8 +161,11 @@ def evaluate_objectives(
     out = []
     for name, limit in objectives.items():
         value = metrics.get(name)
-        met = value is not None and not (isinstance(value, float) and math.isnan(value))
-        met = met and float(value) <= float(limit)
+        met = (
+            value is not None
+            and not (isinstance(value, float) and math.isnan(value))
+            and float(value) <= float(limit)
+        )
         out.append({"metric": name, "value": value, "limit": limit, "met": bool(met)})
     return out
 
@@ -211,10 +229,12 @@ class Summary:
         return cls(
             runbook=doc["runbook"],
             verdict=doc["verdict"],
-            failed_steps=[f"{s['name']}: {s['detail']}" for s in doc["steps"]
-                          if s["status"] == "failed"],
+            failed_steps=[
+                f"{s['name']}: {s['detail']}" for s in doc["steps"] if s["status"] == "failed"
+            ],
             missed_objectives=[
                 f"{o['metric']}={o['value']} > {o['limit']}"
-                for o in evaluate_objectives(doc["metrics"], doc["objectives"]) if not o["met"]
+                for o in evaluate_objectives(doc["metrics"], doc["objectives"])
+                if not o["met"]
             ],
         )

@@ -54,8 +54,12 @@ def parameters(name: str) -> dict[str, Param]:
 
     info = papermill.inspect_notebook(str(runbook_path(name)))
     return {
-        k: Param(k, str(v.get("inferred_type_name") or "None"), str(v.get("default")),
-                 str(v.get("help") or ""))
+        k: Param(
+            k,
+            str(v.get("inferred_type_name") or "None"),
+            str(v.get("default")),
+            str(v.get("help") or ""),
+        )
         for k, v in info.items()
     }
 
@@ -102,7 +106,9 @@ def validate(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
             raise ParameterError(f"unknown parameter {k!r} for {name}; its parameters are: {known}")
         out[k] = coerce(declared[k], v)
     if "mode" in out and out["mode"] not in MODES:
-        raise ParameterError(f"parameter 'mode' expects one of {', '.join(MODES)}, got {out['mode']!r}")
+        raise ParameterError(
+            f"parameter 'mode' expects one of {', '.join(MODES)}, got {out['mode']!r}"
+        )
     return out
 
 

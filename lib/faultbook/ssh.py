@@ -7,7 +7,6 @@ file (the lab writes its own) and an unknown or changed key is refused.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,12 +55,14 @@ def _client(host: Host, conn: Connection, timeout: float) -> paramiko.SSHClient:
     except paramiko.SSHException as exc:
         client.close()
         raise SSHError(host.name, f"SSH failed: {exc}") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         client.close()
         raise SSHError(host.name, f"no answer on {host.address}:22 within {timeout:g}s") from None
     except OSError as exc:
         client.close()
-        raise SSHError(host.name, f"cannot connect to {host.address}:22: {exc.strerror or exc}")
+        raise SSHError(
+            host.name, f"cannot connect to {host.address}:22: {exc.strerror or exc}"
+        ) from None
     return client
 
 
@@ -79,7 +80,7 @@ def run(
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             rc = out.channel.recv_exit_status()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise SSHError(h.name, f"command did not finish within {timeout:g}s") from None
         return CommandResult(h.name, rc, stdout, stderr)
     finally:
@@ -113,9 +114,12 @@ def ssh_argv(inv: Inventory, host: str, command: list[str] | None = None) -> lis
     conn = connection(inv)
     argv = [
         "ssh",
-        "-o", f"UserKnownHostsFile={conn.known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        f"UserKnownHostsFile={conn.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
     ]
     if conn.key_file:
         argv += ["-i", str(conn.key_file), "-o", "IdentitiesOnly=yes"]

@@ -54,13 +54,18 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 def _msg(msg_type: int, queue: int, attrs: bytes, seq: int = 0) -> bytes:
     body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue)) + attrs
-    return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_QUEUE << 8) | msg_type,
-                       NLM_F_REQUEST, seq, 0) + body
+    return (
+        struct.pack(
+            "=IHHII", 16 + len(body), (NFNL_SUBSYS_QUEUE << 8) | msg_type, NLM_F_REQUEST, seq, 0
+        )
+        + body
+    )
 
 
 def verdict_msg(queue: int, packet_id: int, verdict: int) -> bytes:
-    return _msg(NFQNL_MSG_VERDICT, queue,
-                _attr(NFQA_VERDICT_HDR, struct.pack("!II", verdict, packet_id)))
+    return _msg(
+        NFQNL_MSG_VERDICT, queue, _attr(NFQA_VERDICT_HDR, struct.pack("!II", verdict, packet_id))
+    )
 
 
 def parse_packet_ids(data: bytes) -> list[int]:
@@ -100,15 +105,27 @@ def serve(queue: int, delay_s: float, loss: float, rng: random.Random) -> None:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.bind((0, 0))
-    sock.send(_msg(NFQNL_MSG_CONFIG, queue, _attr(NFQA_CFG_CMD, struct.pack("=BBH",
-              NFQNL_CFG_CMD_BIND, 0, 0))))
-    sock.send(_msg(NFQNL_MSG_CONFIG, queue, _attr(NFQA_CFG_PARAMS, struct.pack("!IB", 0,
-              NFQNL_COPY_META))))
-    sock.send(_msg(NFQNL_MSG_CONFIG, queue, _attr(NFQA_CFG_QUEUE_MAXLEN,
-              struct.pack("!I", 20000))))
-    sock.send(_msg(NFQNL_MSG_CONFIG, queue,
-                   _attr(NFQA_CFG_FLAGS, struct.pack("!I", NFQA_CFG_F_FAIL_OPEN))
-                   + _attr(NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_FAIL_OPEN))))
+    sock.send(
+        _msg(
+            NFQNL_MSG_CONFIG,
+            queue,
+            _attr(NFQA_CFG_CMD, struct.pack("=BBH", NFQNL_CFG_CMD_BIND, 0, 0)),
+        )
+    )
+    sock.send(
+        _msg(
+            NFQNL_MSG_CONFIG, queue, _attr(NFQA_CFG_PARAMS, struct.pack("!IB", 0, NFQNL_COPY_META))
+        )
+    )
+    sock.send(_msg(NFQNL_MSG_CONFIG, queue, _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", 20000))))
+    sock.send(
+        _msg(
+            NFQNL_MSG_CONFIG,
+            queue,
+            _attr(NFQA_CFG_FLAGS, struct.pack("!I", NFQA_CFG_F_FAIL_OPEN))
+            + _attr(NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_FAIL_OPEN)),
+        )
+    )
     print("ready", flush=True)
     pending: collections.deque[tuple[float, int]] = collections.deque()
     stop = False

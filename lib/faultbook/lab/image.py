@@ -74,7 +74,9 @@ def _run(cmd: list[str], logf: Path, what: str) -> None:
         out.flush()
         rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if rc.returncode != 0:
-        raise LabError(f"image build failed while trying to {what} (rc={rc.returncode}); see {logf}")
+        raise LabError(
+            f"image build failed while trying to {what} (rc={rc.returncode}); see {logf}"
+        )
 
 
 @contextlib.contextmanager
@@ -136,8 +138,17 @@ def build(home: Path, force: bool = False) -> Path:
     with _chroot_mounts(root):
         _run(["chroot", str(root), *env, "apt-get", "update", "-q"], logf, "apt-get update")
         _run(
-            ["chroot", str(root), *env, "apt-get", "install", "-y", "-q",
-             "--no-install-recommends", *pkgs],
+            [
+                "chroot",
+                str(root),
+                *env,
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                *pkgs,
+            ],
             logf,
             "install the stack's packages",
         )
@@ -155,8 +166,16 @@ def build(home: Path, force: bool = False) -> Path:
     (preset_dir / "00-faultbook.preset").write_text(PRESET)
     _run(["systemctl", f"--root={root}", "preset-all"], logf, "disable every service unit")
     _run(
-        ["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash",
-         "--user-group", DEPLOY_USER],
+        [
+            "chroot",
+            str(root),
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            "--user-group",
+            DEPLOY_USER,
+        ],
         logf,
         f"create the {DEPLOY_USER} user",
     )

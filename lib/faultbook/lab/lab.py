@@ -76,7 +76,9 @@ class Lab:
 
     def __init__(self, inv: Inventory | None = None) -> None:
         self.inv = inv or inventory_mod.load(LAB_INVENTORY)
-        missing = [k for k in ("lab_bridge", "lab_subnet", "controller_ip") if k not in self.inv.vars]
+        missing = [
+            k for k in ("lab_bridge", "lab_subnet", "controller_ip") if k not in self.inv.vars
+        ]
         if missing:
             raise inventory_mod.InventoryError(
                 f"{self.inv.path}: all.vars lacks {', '.join(missing)}; the lab needs them"
@@ -182,6 +184,7 @@ class Lab:
 
         Raises LabError naming each host that is not, and its failed units.
         """
+
         def one(host: str) -> str | None:
             deadline = time.monotonic() + timeout
             last = "no answer"
@@ -236,6 +239,7 @@ class Lab:
             for host in self.inv.hosts:
                 d = self.dirs(host)
                 machine.unmount(d)
+                machine.remove_cgroups(host)
                 if not keep_disks and d.base.exists():
                     shutil.rmtree(d.base)
             net.bridge_down(self.bridge)
@@ -254,6 +258,7 @@ class Lab:
         pid = self._require_running(host)
         self._netem_clear(host, None)  # its socket would keep the dead host's netns alive
         machine.crash(pid)
+        machine.remove_cgroups(host)
 
     def boot(self, host: str, timeout: float = 120.0) -> None:
         """Start a stopped host again, disk intact, and wait until it is ready."""
@@ -290,10 +295,24 @@ class Lab:
             raise LabError(f"{host}: cannot find its PID 1")
         self._netem_clear(host, init)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "faultbook.lab.delay", "--netns-pid", str(init),
-             "--queue", str(net.QUEUE), "--delay-ms", str(delay_ms), "--loss-pct", str(loss_pct)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "faultbook.lab.delay",
+                "--netns-pid",
+                str(init),
+                "--queue",
+                str(net.QUEUE),
+                "--delay-ms",
+                str(delay_ms),
+                "--loss-pct",
+                str(loss_pct),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            text=True,
         )
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 5)

@@ -181,8 +181,45 @@ def container_init(nspawn_pid: int) -> int | None:
     return None
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "faultbook"
+
+
+def cgroup_dirs(name: str) -> list[Path]:
+    """This host's own cgroup in each hierarchy systemd uses (v2, or the hybrid v1 one).
+
+    Without a host systemd, --keep-unit leaves every nspawn in the caller's
+    cgroup, so the hosts' systemds would share (and tear down) one cgroup
+    tree. Each host gets its own before nspawn starts.
+    """
+    if (CGROUP_ROOT / "cgroup.controllers").exists():  # pure cgroup v2
+        return [CGROUP_ROOT / CGROUP_PARENT / name]
+    return [
+        CGROUP_ROOT / hier / CGROUP_PARENT / name
+        for hier in ("systemd", "unified")
+        if (CGROUP_ROOT / hier / "cgroup.procs").exists()
+    ]
+
+
+def remove_cgroups(name: str) -> None:
+    for top in cgroup_dirs(name):
+        if not top.exists():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+        with contextlib.suppress(OSError):
+            top.parent.rmdir()  # the shared parent, once the last host is gone
+
+
 def start(name: str, dirs: HostDirs, bridge: str) -> int:
     """Boot the host; return the nspawn PID. The caller waits for SSH."""
+    cgroups = cgroup_dirs(name)
+    for cg in cgroups:
+        cg.mkdir(parents=True, exist_ok=True)
+    enter = "".join(f'echo $$ > "{cg}/cgroup.procs" && ' for cg in cgroups)
     cmd = [
         "systemd-nspawn",
         "--quiet",
@@ -197,6 +234,7 @@ def start(name: str, dirs: HostDirs, bridge: str) -> int:
         "--link-journal=no",
         "--console=passive",
     ]
+    cmd = ["/bin/sh", "-c", f'{enter}exec "$@"', "faultbook-nspawn", *cmd]
     with dirs.log.open("ab") as out:
         proc = subprocess.Popen(
             cmd,
