@@ -18,7 +18,7 @@ echo "hostname=$(hostname)"
 echo "state=$(systemctl is-system-running 2>/dev/null)"
 echo "failed=$(systemctl --failed --plain --no-legend 2>/dev/null \
   | awk '{print $1}' | paste -sd, -)"
-echo "uptime_s=$(cut -d' ' -f1 /proc/uptime)"
+echo "uptime_s=$(ps -o etimes= -p 1 | tr -d ' ')"  # PID 1's age: right in containers too
 echo "load1=$(cut -d' ' -f1 /proc/loadavg)"
 echo "mem_total_kb=$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
 echo "mem_avail_kb=$(awk '/^MemAvailable:/{print $2}' /proc/meminfo)"

@@ -1,0 +1,88 @@
+# faultbook: `make demo` and `make test` do all the set-up on a fresh Debian
+# bookworm machine as root: apt packages, the venv, the lab image.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+FB      := $(VENV)/bin/faultbook
+PYTEST  := $(VENV)/bin/pytest
+REPORTS ?= reports
+# What the controller needs from Debian (the lab hosts get theirs in the lab image).
+APT_PACKAGES := systemd-container debootstrap iproute2 iptables util-linux procps \
+                openssh-client iputils-ping python3 python3-venv python3-dev
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup apt venv image demo test lint unit integration nbval bench lab-up lab-down clean
+
+help:
+	@echo "make demo    set up, boot the lab, run the runbooks, print the report's path"
+	@echo "make test    set up, lint, unit tests, lab integration tests, nbval; lab down at the end"
+	@echo "make bench   measure lab up/down (figures for docs/benchmarks.md)"
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	/usr/bin/python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: apt $(VENV)/.installed
+
+image: venv
+	$(FB) lab image
+
+setup: apt venv image
+
+lint: venv
+	$(VENV)/bin/ruff check lib tests
+	$(VENV)/bin/ruff format --check lib tests
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PYTEST) -q tests/unit
+
+integration: setup
+	$(PYTEST) -q -m integration tests/integration
+
+nbval: setup
+	$(FB) lab up
+	$(PYTEST) -q --nbval-lax -p no:cacheprovider runbooks/
+
+# Runs every stage in order and always takes the lab down, even when a stage failed.
+test: setup
+	@rc=0; \
+	$(MAKE) --no-print-directory lint && \
+	$(MAKE) --no-print-directory unit && \
+	$(MAKE) --no-print-directory integration && \
+	$(MAKE) --no-print-directory nbval || rc=$$?; \
+	echo "== taking the lab down"; $(FB) lab down || rc=1; \
+	exit $$rc
+
+demo: setup
+	$(FB) lab up
+	@rc=0; $(FB) run health-check --out $(REPORTS)/demo/health-check || rc=$$?; \
+	echo; echo "report: $(CURDIR)/$(REPORTS)/demo/health-check/health-check.html"; \
+	echo "the lab is still up: explore with 'faultbook lab status', stop with 'faultbook lab down'"; \
+	exit $$rc
+
+bench: setup
+	$(PY) -m faultbook.bench lab
+
+lab-up: setup
+	$(FB) lab up
+
+lab-down: venv
+	$(FB) lab down
+
+clean:
+	rm -rf $(VENV) $(REPORTS) .pytest_cache .mypy_cache .ruff_cache
