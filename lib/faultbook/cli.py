@@ -174,6 +174,38 @@ def lab_netem(host: str, delay_ms: float, loss_pct: float) -> None:
     click.echo(f"{host}: delay {delay_ms:g} ms, loss {loss_pct:g} %")
 
 
+# --------------------------------------------------------------- provision
+@main.command("provision")
+@click.option(
+    "-i",
+    "--inventory",
+    default="lab",
+    show_default=True,
+    help="Inventory name under inventories/, a directory, or a hosts.yml path.",
+)
+@click.option("--check", is_flag=True, help="Dry run: report what would change, change nothing.")
+@click.option("--limit", default=None, help="Only these hosts or groups (Ansible pattern).")
+@click.option(
+    "--playbook", default="site.yml", show_default=True, help="Playbook under playbooks/."
+)
+def provision_cmd(inventory: str, check: bool, limit: str | None, playbook: str) -> None:
+    """Provision the stack: run playbooks/site.yml against an inventory, with live progress."""
+    from faultbook import ansible
+
+    res = ansible.run_playbook(
+        playbook,
+        inventory,
+        limit=limit,
+        check=check,
+        event_handler=ansible.progress_printer(click.echo),
+    )
+    click.echo(res.recap())
+    click.echo(
+        f"{res.playbook}: {res.status}, changed={res.changed}, {res.duration_s:.0f}s"
+        + (" (check mode)" if check else "")
+    )
+
+
 # --------------------------------------------------------------------- run
 @main.command("run")
 @click.argument("runbook")

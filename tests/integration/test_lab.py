@@ -56,10 +56,21 @@ def test_a_wrong_host_key_is_refused(lab: Lab, tmp_path: Path) -> None:
 
 def test_password_login_is_not_offered(lab: Lab) -> None:
     proc = subprocess.run(
-        ["ssh", "-o", "BatchMode=yes", "-o", "PreferredAuthentications=password",
-         "-o", f"UserKnownHostsFile={lab.ssh_dir / 'known_hosts'}", "-o", "ConnectTimeout=5",
-         "deploy@10.77.0.21", "true"],
-        capture_output=True, text=True,
+        [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            f"UserKnownHostsFile={lab.ssh_dir / 'known_hosts'}",
+            "-o",
+            "ConnectTimeout=5",
+            "deploy@10.77.0.21",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 255
     assert "Permission denied (publickey)" in proc.stderr
@@ -99,8 +110,9 @@ def test_partition_makes_a_host_unreachable_and_heal_brings_it_back(lab: Lab) ->
 
 
 def _ping_avg_ms(addr: str, count: int = 5) -> float:
-    out = subprocess.run(["ping", "-c", str(count), "-i", "0.2", addr],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["ping", "-c", str(count), "-i", "0.2", addr], capture_output=True, text=True
+    ).stdout
     m = re.search(r"= [\d.]+/([\d.]+)/", out)
     assert m, out
     return float(m.group(1))
@@ -123,8 +135,11 @@ def test_netem_adds_latency_a_ping_measures_and_heal_clears_it(lab: Lab) -> None
 def test_netem_loss_drops_packets(lab: Lab) -> None:
     assert cli("lab", "netem", "web1", "--loss", "100").returncode == 0
     try:
-        out = subprocess.run(["ping", "-c", "5", "-i", "0.1", "-W", "1", "10.77.0.21"],
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ping", "-c", "5", "-i", "0.1", "-W", "1", "10.77.0.21"],
+            capture_output=True,
+            text=True,
+        ).stdout
         assert "100% packet loss" in out
     finally:
         cli("lab", "heal", "web1")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from faultbook import inventory as inventory_mod
-from faultbook import ssh
+from faultbook import secrets, ssh
 from faultbook.errors import ConfigError, LabBusy, LabError, SSHError, UsageError
 from faultbook.inventory import Inventory
 from faultbook.lab import image, machine, net
@@ -152,6 +152,7 @@ class Lab:
         with self.lock():
             root = image.build(self.home)
             self._keys()
+            secrets.ensure_lab_vault()
             net.bridge_up(self.bridge, self.controller_ip, self.subnet)
             to_wait = []
             for h in self.inv.hosts.values():
