@@ -219,7 +219,7 @@ def start(name: str, dirs: HostDirs, bridge: str) -> int:
     cgroups = cgroup_dirs(name)
     for cg in cgroups:
         cg.mkdir(parents=True, exist_ok=True)
-    enter = "".join(f'echo $$ > "{cg}/cgroup.procs" && ' for cg in cgroups)
+    enter = "".join(f'echo $$ > "{cg}/cgroup.procs"; ' for cg in cgroups)
     cmd = [
         "systemd-nspawn",
         "--quiet",
@@ -234,36 +234,50 @@ def start(name: str, dirs: HostDirs, bridge: str) -> int:
         "--link-journal=no",
         "--console=passive",
     ]
-    cmd = ["/bin/sh", "-c", f'{enter}exec "$@"', "faultbook-nspawn", *cmd]
-    with dirs.log.open("ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # Detach: nspawn must not be a child of this (possibly long-lived) process, or a
+    # crashed host would linger as a zombie until we exit. The shell joins the host's
+    # cgroup, starts nspawn in the background, prints its PID and exits.
+    script = f'set -e; {enter}"$@" </dev/null >>"{dirs.log}" 2>&1 & echo $!'
+    launcher = subprocess.run(
+        ["/bin/sh", "-c", script, "faultbook-nspawn", *cmd],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+    )
+    if launcher.returncode != 0 or not launcher.stdout.strip().isdigit():
+        raise LabError(f"{name}: cannot start systemd-nspawn: {launcher.stderr.strip()}")
+    pid = int(launcher.stdout.strip())
     # Wait for the veth so the caller can rely on the link existing.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if not _alive(pid):
             tail = dirs.log.read_text(errors="replace").strip().splitlines()[-3:]
             raise LabError(f"{name}: systemd-nspawn exited at once: {' | '.join(tail)}")
         if net.link_exists(net.veth_name(name)):
             break
         time.sleep(0.05)
-    return proc.pid
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
-            return True
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+        if not _alive(pid):
+            return True
         time.sleep(0.05)
-    return not Path(f"/proc/{pid}").exists()
+    return not _alive(pid)
 
 
 def crash(nspawn_pid: int) -> None:
