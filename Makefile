@@ -47,15 +47,24 @@ lint: venv
 	$(VENV)/bin/ruff check lib tests
 	$(VENV)/bin/ruff format --check lib tests
 	$(VENV)/bin/mypy
+	cd playbooks && ANSIBLE_CONFIG=ansible.cfg ../$(VENV)/bin/ansible-playbook \
+	  -i ../inventories/lab/hosts.yml --syntax-check site.yml
+	$(VENV)/bin/ansible-lint --profile production playbooks/
 
-unit: venv
-	$(PYTEST) -q tests/unit
+# promtool (rule tests) comes from the lab image: the controller needs no Prometheus.
+IMAGE_ROOT = $$($(PY) -c 'from faultbook.lab import image; from faultbook.paths import faultbook_home; print(image.image_dir(faultbook_home()) / "rootfs")')
 
+unit: image
+	FAULTBOOK_PROMTOOL="chroot $(IMAGE_ROOT) promtool" FAULTBOOK_PROMTOOL_REQUIRED=1 \
+	  $(PYTEST) -q tests/unit
+
+# `lab up` provisions the stack (playbooks/site.yml); the tests then check it.
 integration: setup
+	$(FB) lab up
 	$(PYTEST) -q -m integration tests/integration
 
 nbval: setup
-	$(FB) lab up
+	$(FB) lab up --no-provision
 	$(PYTEST) -q --nbval-lax -p no:cacheprovider runbooks/
 
 # Runs every stage in order and always takes the lab down, even when a stage failed.

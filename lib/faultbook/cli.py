@@ -75,16 +75,27 @@ def _print_status(summary: dict[str, Any]) -> None:
 
 @lab.command("up")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for hosts.")
-def lab_up(timeout: float) -> None:
-    """Build the image if needed, create the bridge, boot every host.
+@click.option("--provision/--no-provision", default=True, show_default=True,
+              help="Provision the stack (playbooks/site.yml) once the hosts are up.")
+def lab_up(timeout: float, provision: bool) -> None:
+    """Build the image if needed, create the bridge, boot every host, provision the stack.
 
     Returns when every host accepts SSH and its systemd reports running, or
     names the host and unit that is not. On a lab that is already up it only
-    reports the status.
+    reports the status (and re-runs the idempotent provisioning, which then
+    changes nothing).
     """
     lab_ = _lab()
     lab_.up(timeout=timeout)
     _print_status(lab_.summary())
+    if provision:
+        from faultbook import ansible
+
+        click.echo("provisioning the stack (playbooks/site.yml)")
+        res = ansible.run_playbook(
+            "site.yml", lab_.inv, event_handler=ansible.progress_printer(click.echo)
+        )
+        click.echo(f"site.yml: {res.status}, changed={res.changed}, {res.duration_s:.0f}s")
 
 
 @lab.command("image")

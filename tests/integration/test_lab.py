@@ -147,7 +147,7 @@ def test_netem_loss_drops_packets(lab: Lab) -> None:
 
 def test_up_on_a_running_lab_is_a_no_op(lab: Lab) -> None:
     pids = {h: lab.pid(h) for h in lab.inv.hosts}
-    r = cli("lab", "up")
+    r = cli("lab", "up", "--no-provision")
     assert r.returncode == 0, r.stderr
     assert "lab up" in r.stdout
     assert {h: lab.pid(h) for h in lab.inv.hosts} == pids
@@ -155,7 +155,7 @@ def test_up_on_a_running_lab_is_a_no_op(lab: Lab) -> None:
 
 def test_a_second_lab_command_is_refused_while_one_holds_the_lock(lab: Lab) -> None:
     with lab.lock():
-        r = cli("lab", "up")
+        r = cli("lab", "up", "--no-provision")
     assert r.returncode == 2
     assert "another faultbook lab command" in r.stderr
 
@@ -189,7 +189,7 @@ def test_up_adopts_hosts_left_running_by_a_dead_controller(lab: Lab) -> None:
 
 
 def test_down_leaves_nothing_behind(lab: Lab) -> None:
-    r = cli("lab", "down")
+    r = cli("lab", "down", "--keep-disks")
     assert r.returncode == 0, r.stderr
     procs = subprocess.run(["pgrep", "-f", "systemd-nspawn"], capture_output=True, text=True)
     # Exited processes the init process has not reaped yet (zombies) hold nothing.
@@ -200,5 +200,7 @@ def test_down_leaves_nothing_behind(lab: Lab) -> None:
     assert net.veths() == []
     assert not any(machine.cgroup_dirs(h)[0].exists() for h in lab.inv.hosts)
     assert subprocess.run(["pgrep", "-f", "faultbook.lab.delay"]).returncode == 1
-    # Leave the lab up for whatever runs next (nbval); `make test` takes it down at the end.
+    assert all(lab.dirs(h).upper.is_dir() for h in lab.inv.hosts)  # --keep-disks kept them
+    # Bring the same (provisioned) hosts back for what runs next; `make test` takes the lab
+    # down at the end.
     lab.up()

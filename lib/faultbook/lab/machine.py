@@ -116,8 +116,7 @@ def personalise(
         root / NETWORK_FILE,
         "# written by faultbook lab: the address from inventories/lab/hosts.yml\n"
         f"[Match]\nName=host0\n\n[Network]\nAddress={address}/{prefix}\n"
-        "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n\n"
-        "[Link]\nRequiredForOnline=no\n",
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n",
     )
     ssh = root / "etc/ssh"
     _write(ssh / "ssh_host_ed25519_key", host_key.read_text(), 0o600)

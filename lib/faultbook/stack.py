@@ -1,0 +1,94 @@
+"""Talk to a provisioned stack: the app through the VIP, Prometheus, HAProxy, PostgreSQL.
+
+Small helpers shared by runbooks, drills and tests. Everything goes through
+the addresses in the inventory and TLS checked against the inventory's CA.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from faultbook import ssh
+from faultbook.errors import FaultbookError
+from faultbook.inventory import Inventory
+from faultbook.paths import faultbook_home
+
+
+def ca_file(inv: Inventory) -> Path:
+    """The CA that signed the stack's certificates (the pki role keeps it per inventory)."""
+    base = faultbook_home() / ("lab" if inv.is_lab else f"inventories/{inv.name}")
+    return base / "pki" / "ca.crt"
+
+
+def vip_url(inv: Inventory, path: str = "/") -> str:
+    return f"https://{inv.vars['vip']}{path}"
+
+
+def session(inv: Inventory) -> requests.Session:
+    s = requests.Session()
+    s.verify = str(ca_file(inv))
+    return s
+
+
+def prometheus_url(inv: Inventory) -> str:
+    return f"http://{inv.group('mon')[0].address}:9090"
+
+
+def prom_query(inv: Inventory, expr: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    r = requests.get(f"{prometheus_url(inv)}/api/v1/query", params={"query": expr}, timeout=timeout)
+    r.raise_for_status()
+    body = r.json()
+    if body.get("status") != "success":
+        raise FaultbookError(f"Prometheus query {expr!r} failed: {body.get('error')}")
+    return list(body["data"]["result"])
+
+
+def firing_alerts(inv: Inventory, timeout: float = 5.0) -> list[dict[str, Any]]:
+    r = requests.get(f"{prometheus_url(inv)}/api/v1/alerts", timeout=timeout)
+    r.raise_for_status()
+    return [a for a in r.json()["data"]["alerts"] if a.get("state") == "firing"]
+
+
+def psql(inv: Inventory, host: str, sql: str, db: str = "postgres", timeout: float = 15) -> str:
+    """Run SQL as the postgres superuser over the local socket on a db host; tuples only."""
+    cmd = (
+        f"cd /tmp && sudo -u postgres psql -X -A -t -v ON_ERROR_STOP=1 -d {db} "
+        f"-c {shlex.quote(sql)}"
+    )
+    r = ssh.run(inv, host, cmd, timeout=timeout)
+    if not r.ok:
+        raise FaultbookError(f"psql on {host} failed: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def primary(inv: Inventory) -> str:
+    """The db host that is not in recovery; raise unless there is exactly one."""
+    found = []
+    for h in inv.group("db"):
+        try:
+            if psql(inv, h.name, "SELECT pg_is_in_recovery()", timeout=5) == "f":
+                found.append(h.name)
+        except (FaultbookError, ssh.SSHError):
+            continue
+    if len(found) != 1:
+        raise FaultbookError(f"expected exactly one writable primary, found {found or 'none'}")
+    return found[0]
+
+
+def pgbackrest_info(inv: Inventory) -> list[dict[str, Any]]:
+    host = inv.group("backup")[0].name
+    r = ssh.run(
+        inv, host, "cd /tmp && sudo -u pgbackrest pgbackrest info --output=json", timeout=30
+    )
+    if not r.ok:
+        r = ssh.run(
+            inv, host, "cd /tmp && sudo -u postgres pgbackrest info --output=json", timeout=30
+        )
+    if not r.ok:
+        raise FaultbookError(f"pgbackrest info on {host} failed: {r.stderr.strip()}")
+    return list(json.loads(r.stdout))

@@ -1,0 +1,675 @@
+"""ledger: the faultbook demo app, the system under test.
+
+Installed by the Ansible role ``ledger`` as /opt/ledger/ledger.py and served by
+Debian's gunicorn::
+
+    gunicorn --config /etc/ledger/gunicorn.conf.py 'ledger:create_app()'
+
+HTTP interface
+    POST /orders        JSON {"customer": str, "amount_cents": int} with an
+                        Idempotency-Key header. 201 and the row once the
+                        transaction has committed; 200 and the first row when
+                        the key was seen before with the same body; 409 when
+                        the key was seen before with a different body.
+    GET  /orders/<id>   200 and the row, or 404.
+    GET  /healthz       200 while the process is alive (no database access).
+    GET  /readyz        200 only when this process can run a write
+                        transaction on the primary, else 503.
+    GET  /metrics       Prometheus text format.
+
+Layers, so that the rules can be tested without Flask or a database:
+
+- pure validation: ``parse_idempotency_key``, ``read_limited``,
+  ``parse_order_body``;
+- request handlers that return a ``Reply``: ``handle_create_order``,
+  ``handle_get_order``, ``handle_readiness``; they talk to a ``Store``;
+- ``call_with_retry``: the retry policy for an unavailable database, with an
+  injectable clock and sleep;
+- ``PgStore``: psycopg 3, one connection per thread, dropped on any error;
+- ``create_app``: the Flask and prometheus_client wiring. Flask, psycopg and
+  prometheus_client are imported there, not at module level.
+
+Configuration comes from the environment (see ``Settings``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+log = logging.getLogger("ledger")
+
+MAX_BODY_BYTES = 16 * 1024
+CUSTOMER_MAX_CHARS = 100
+BIGINT_MAX = 2**63 - 1
+IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+ORDER_FIELDS = frozenset({"customer", "amount_cents"})
+# Unicode categories a customer name may not contain: control characters
+# (PostgreSQL text cannot hold NUL) and lone surrogates (not encodable).
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs"})
+
+
+# --------------------------------------------------------------------------
+# Values and errors
+# --------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A request the app refuses; ``status`` is the HTTP status to answer."""
+
+    def __init__(
+        self, status: int, code: str, message: str, fields: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = dict(fields or {})
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.fields:
+            out["fields"] = self.fields
+        return out
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not run the operation now; trying again may work."""
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """A validated order request."""
+
+    idempotency_key: str
+    customer: str
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class Order:
+    """A committed row of table ``orders``."""
+
+    id: int
+    idempotency_key: str
+    customer: str
+    amount_cents: int
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "idempotency_key": self.idempotency_key,
+            "customer": self.customer,
+            "amount_cents": self.amount_cents,
+            "created_at": iso_utc(self.created_at),
+        }
+
+    def same_request(self, new: NewOrder) -> bool:
+        return self.customer == new.customer and self.amount_cents == new.amount_cents
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a handler answers: status, JSON body and extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+
+def iso_utc(value: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix, microsecond precision."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def error_reply(err: ApiError, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(err.status, err.body(), headers)
+
+
+def unavailable_reply(reason: str) -> Reply:
+    return Reply(
+        503,
+        {"error": "database_unavailable", "message": reason},
+        (("Retry-After", "1"),),
+    )
+
+
+# --------------------------------------------------------------------------
+# Validation (pure)
+# --------------------------------------------------------------------------
+
+
+def parse_idempotency_key(value: str | None) -> str:
+    """Return the key, or raise ApiError(400)."""
+    if value is None or value == "":
+        raise ApiError(400, "missing_idempotency_key", "the Idempotency-Key header is required")
+    if not IDEMPOTENCY_KEY_RE.fullmatch(value):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+        )
+    return value
+
+
+def read_limited(
+    read: Callable[[int], bytes], limit: int = MAX_BODY_BYTES, declared_length: int | None = None
+) -> bytes:
+    """Read a request body of at most ``limit`` bytes, else raise ApiError(413).
+
+    ``declared_length`` (Content-Length) lets an oversize body be refused
+    without reading it; a chunked body is read up to ``limit + 1`` bytes.
+    """
+    too_large = ApiError(413, "body_too_large", f"the request body is limited to {limit} bytes")
+    if declared_length is not None and declared_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise too_large
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_order_body(body: bytes) -> tuple[str, int]:
+    """Return (customer, amount_cents) from a JSON body, or raise ApiError.
+
+    400 when the body is not JSON; 422 when it is JSON but not a valid order.
+    """
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_order", "the request body must be a JSON object")
+
+    problems: dict[str, str] = {}
+    for name in sorted(set(data) - ORDER_FIELDS):
+        problems[name] = "unknown field"
+
+    customer = data.get("customer")
+    if "customer" not in data:
+        problems["customer"] = "required"
+    elif not isinstance(customer, str):
+        problems["customer"] = "must be a string"
+    elif not 1 <= len(customer) <= CUSTOMER_MAX_CHARS:
+        problems["customer"] = f"must be 1 to {CUSTOMER_MAX_CHARS} characters"
+    elif customer.strip() == "":
+        problems["customer"] = "must not be blank"
+    elif any(unicodedata.category(ch) in FORBIDDEN_CATEGORIES for ch in customer):
+        problems["customer"] = "must not contain control characters"
+
+    amount = data.get("amount_cents")
+    if "amount_cents" not in data:
+        problems["amount_cents"] = "required"
+    elif type(amount) is not int:  # bool is a subclass of int; 1.0 is a float
+        problems["amount_cents"] = "must be an integer"
+    elif amount < 0:
+        problems["amount_cents"] = "must be >= 0"
+    elif amount > BIGINT_MAX:
+        problems["amount_cents"] = f"must be <= {BIGINT_MAX}"
+
+    if problems:
+        raise ApiError(422, "invalid_order", "the order is not valid", problems)
+    assert isinstance(customer, str) and isinstance(amount, int)
+    return customer, amount
+
+
+def parse_new_order(key_header: str | None, body: bytes) -> NewOrder:
+    """Validate a POST /orders request: the key first, then the body."""
+    key = parse_idempotency_key(key_header)
+    customer, amount = parse_order_body(body)
+    return NewOrder(key, customer, amount)
+
+
+# --------------------------------------------------------------------------
+# Store interface and request handlers
+# --------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """The database as the handlers see it.
+
+    Every method raises DatabaseUnavailable when the operation may succeed
+    if tried again (connection lost, standby reached, timeout).
+    """
+
+    def insert_or_get(self, new: NewOrder) -> tuple[Order, bool]:
+        """Insert unless the key exists; return (row, True if inserted).
+
+        The row is committed when this returns.
+        """
+        ...
+
+    def get(self, order_id: int) -> Order | None: ...
+
+    def check_writable(self) -> None:
+        """Return if a write transaction on the primary succeeds now."""
+        ...
+
+
+Retry = Callable[[Callable[[], Reply]], Reply]
+
+
+def run_once(fn: Callable[[], Reply]) -> Reply:
+    return fn()
+
+
+def create_order(new: NewOrder, store: Store) -> Reply:
+    """Apply the idempotency rules to a validated order."""
+    order, inserted = store.insert_or_get(new)
+    location = (("Location", f"/orders/{order.id}"),)
+    if inserted:
+        return Reply(201, order.to_json(), location)
+    if order.same_request(new):
+        return Reply(200, order.to_json(), location + (("Idempotent-Replayed", "true"),))
+    err = ApiError(
+        409,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used for a different order",
+        {"idempotency_key": new.idempotency_key},
+    )
+    return error_reply(err)
+
+
+def handle_create_order(
+    key_header: str | None, body: bytes, store: Store, retry: Retry = run_once
+) -> Reply:
+    """POST /orders. Bad input never reaches the store."""
+    try:
+        new = parse_new_order(key_header, body)
+    except ApiError as err:
+        return error_reply(err)
+    try:
+        return retry(lambda: create_order(new, store))
+    except DatabaseUnavailable as exc:
+        return unavailable_reply(str(exc))
+
+
+def handle_get_order(order_id: int, store: Store, retry: Retry = run_once) -> Reply:
+    """GET /orders/<id>."""
+    not_found = error_reply(ApiError(404, "not_found", f"no order {order_id}"))
+    if not 0 < order_id <= BIGINT_MAX:
+        return not_found
+
+    def attempt() -> Reply:
+        order = store.get(order_id)
+        return not_found if order is None else Reply(200, order.to_json())
+
+    try:
+        return retry(attempt)
+    except DatabaseUnavailable as exc:
+        return unavailable_reply(str(exc))
+
+
+def handle_readiness(store: Store) -> Reply:
+    """GET /readyz: a single attempt, no retry (HAProxy checks it often)."""
+    try:
+        store.check_writable()
+    except DatabaseUnavailable as exc:
+        return Reply(503, {"status": "unavailable", "reason": str(exc)})
+    return Reply(200, {"status": "ready"})
+
+
+def call_with_retry(
+    fn: Callable[[], Reply],
+    budget_s: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    on_retry: Callable[[DatabaseUnavailable], None] | None = None,
+    first_delay_s: float = 0.1,
+    max_delay_s: float = 1.0,
+) -> Reply:
+    """Call ``fn`` until it stops raising DatabaseUnavailable or ``budget_s`` is spent.
+
+    Backoff doubles from ``first_delay_s`` up to ``max_delay_s`` and never
+    sleeps past the deadline; one last attempt runs at the deadline. Safe for
+    POST because the Idempotency-Key makes a replay return the first row.
+    """
+    deadline = clock() + budget_s
+    delay = first_delay_s
+    while True:
+        try:
+            return fn()
+        except DatabaseUnavailable as exc:
+            remaining = deadline - clock()
+            if remaining <= 0:
+                raise
+            if on_retry is not None:
+                on_retry(exc)
+            sleep(min(delay, remaining))
+            delay = min(delay * 2, max_delay_s)
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL store (psycopg 3)
+# --------------------------------------------------------------------------
+
+ORDER_COLUMNS = "id, idempotency_key, customer, amount_cents, created_at"
+INSERT_SQL = (
+    "INSERT INTO orders (idempotency_key, customer, amount_cents) VALUES (%s, %s, %s) "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING " + ORDER_COLUMNS
+)
+SELECT_BY_KEY_SQL = "SELECT " + ORDER_COLUMNS + " FROM orders WHERE idempotency_key = %s"
+SELECT_BY_ID_SQL = "SELECT " + ORDER_COLUMNS + " FROM orders WHERE id = %s"
+# SQLSTATEs worth a reconnect that psycopg does not class as OperationalError:
+# 25006 read_only_sql_transaction (the session landed on a standby).
+RECONNECT_SQLSTATES = frozenset({"25006"})
+
+
+class PgStore:
+    """Store on PostgreSQL, one connection per thread.
+
+    The connection string is a libpq multi-host string with
+    ``target_session_attrs=read-write``, so a fresh connection finds the
+    current primary. Any error drops the thread's connection; the next call
+    connects again.
+
+    ``statement_timeout_ms`` bounds each statement but is lifted before
+    COMMIT: PostgreSQL answers a cancelled wait for synchronous replication
+    with a warning and a *successful* commit, which would acknowledge a row
+    that exists on one host only.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        statement_timeout_ms: int = 5000,
+        ready_timeout_ms: int = 500,
+        on_error: Callable[[str, Exception], None] | None = None,
+    ) -> None:
+        import psycopg  # deferred: unit tests run without it
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        self._psycopg = psycopg
+        params = conninfo_to_dict(conninfo)
+        options = params.get("options") or ""
+        params["options"] = f"{options} -c statement_timeout={int(statement_timeout_ms)}".strip()
+        self._conninfo = make_conninfo(**params)
+        self._ready_timeout_ms = int(ready_timeout_ms)
+        self._on_error = on_error
+        self._local = threading.local()
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._psycopg.connect(self._conninfo, autocommit=True)
+            self._local.conn = conn
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with suppress(Exception):  # closing a broken connection may fail
+                conn.close()
+
+    def _transient(self, exc: Exception) -> bool:
+        errors = self._psycopg
+        if isinstance(exc, (errors.OperationalError, errors.InterfaceError)):
+            return True
+        return getattr(exc, "sqlstate", None) in RECONNECT_SQLSTATES
+
+    @contextmanager
+    def _transaction(self, operation: str, *, force_rollback: bool = False) -> Iterator[Any]:
+        try:
+            conn = self._connection()
+            with conn.transaction(force_rollback=force_rollback), conn.cursor() as cur:
+                yield cur
+        except self._psycopg.Error as exc:
+            self._drop()
+            if self._on_error is not None:
+                self._on_error(operation, exc)
+            if self._transient(exc):
+                raise DatabaseUnavailable(f"{operation}: {exc}".strip()) from exc
+            raise
+
+    @staticmethod
+    def _order(row: tuple[Any, ...]) -> Order:
+        return Order(int(row[0]), row[1], row[2], int(row[3]), row[4])
+
+    def insert_or_get(self, new: NewOrder) -> tuple[Order, bool]:
+        with self._transaction("insert") as cur:
+            cur.execute(INSERT_SQL, (new.idempotency_key, new.customer, new.amount_cents))
+            row = cur.fetchone()
+            inserted = row is not None
+            if row is None:
+                # Another transaction holds the key; ON CONFLICT waited for it
+                # to commit, and this statement's snapshot sees its row.
+                cur.execute(SELECT_BY_KEY_SQL, (new.idempotency_key,))
+                row = cur.fetchone()
+            # No timeout on COMMIT (see the class docstring).
+            cur.execute("SET LOCAL statement_timeout = 0")
+        if row is None:  # the conflicting transaction rolled back: try again
+            raise DatabaseUnavailable("insert: concurrent request with this key rolled back")
+        return self._order(row), inserted
+
+    def get(self, order_id: int) -> Order | None:
+        with self._transaction("get") as cur:
+            cur.execute(SELECT_BY_ID_SQL, (order_id,))
+            row = cur.fetchone()
+        return None if row is None else self._order(row)
+
+    def check_writable(self) -> None:
+        with self._transaction("ready", force_rollback=True) as cur:
+            cur.execute(f"SET LOCAL statement_timeout = {self._ready_timeout_ms}")
+            cur.execute("SELECT pg_is_in_recovery()")
+            (in_recovery,) = cur.fetchone()
+            if not in_recovery:
+                # Assigning a transaction id fails on a read-only session and
+                # near wraparound; the rollback writes nothing that must wait
+                # for a synchronous standby.
+                cur.execute("SELECT txid_current()")
+        if in_recovery:
+            self._drop()
+            raise DatabaseUnavailable("ready: connected to a server in recovery")
+
+
+# --------------------------------------------------------------------------
+# Flask application
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings, from ``LEDGER_*`` environment variables."""
+
+    dsn: str = ""
+    retry_seconds: float = 8.0
+    statement_timeout_ms: int = 5000
+    ready_timeout_ms: int = 500
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            dsn=env.get("LEDGER_DSN", ""),
+            retry_seconds=float(env.get("LEDGER_DB_RETRY_SECONDS", cls.retry_seconds)),
+            statement_timeout_ms=int(
+                env.get("LEDGER_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms)
+            ),
+            ready_timeout_ms=int(env.get("LEDGER_READY_TIMEOUT_MS", cls.ready_timeout_ms)),
+        )
+
+
+class Metrics:
+    """Prometheus metrics. Under gunicorn the systemd unit sets
+    PROMETHEUS_MULTIPROC_DIR, so every worker writes its samples there and
+    /metrics sums all workers, whichever worker answers the scrape."""
+
+    def __init__(self) -> None:
+        import prometheus_client as prom
+        from prometheus_client import multiprocess
+
+        self._prom = prom
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self.multiprocess_dir:
+            # Values go to files in the directory; exposition reads them all.
+            self.registry = prom.CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.registry)
+            metric_registry = None
+        else:
+            self.registry = prom.CollectorRegistry()
+            metric_registry = self.registry
+        self.requests = prom.Counter(
+            "ledger_http_requests_total",
+            "HTTP requests answered, by route, method and status.",
+            ["endpoint", "method", "status"],
+            registry=metric_registry,
+        )
+        self.latency = prom.Histogram(
+            "ledger_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route and method.",
+            ["endpoint", "method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0),
+            registry=metric_registry,
+        )
+        self.db_errors = prom.Counter(
+            "ledger_db_errors_total",
+            "Database errors (each drops the thread's connection), by operation.",
+            ["operation"],
+            registry=metric_registry,
+        )
+        self.db_retries = prom.Counter(
+            "ledger_db_retries_total",
+            "Retries of a request because the database was unavailable.",
+            registry=metric_registry,
+        )
+        self.orders = prom.Counter(
+            "ledger_orders_total",
+            "POST /orders outcomes: created, replayed (same key and body), conflict.",
+            ["result"],
+            registry=metric_registry,
+        )
+
+    def exposition(self) -> tuple[bytes, str]:
+        return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
+
+
+ORDER_RESULTS = {201: "created", 200: "replayed", 409: "conflict"}
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Any:
+    """Build the Flask app; gunicorn calls this in each worker."""
+    from flask import Flask, Response, g, request
+    from werkzeug.exceptions import HTTPException
+
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+    settings = settings or Settings.from_env(os.environ)
+    metrics = Metrics()
+
+    def db_error(operation: str, exc: Exception) -> None:
+        metrics.db_errors.labels(operation).inc()
+        log.warning("database error during %s: %s", operation, str(exc).strip())
+
+    if store is None:
+        if not settings.dsn:
+            raise RuntimeError("LEDGER_DSN is not set")
+        store = PgStore(
+            settings.dsn,
+            statement_timeout_ms=settings.statement_timeout_ms,
+            ready_timeout_ms=settings.ready_timeout_ms,
+            on_error=db_error,
+        )
+
+    def retry(fn: Callable[[], Reply]) -> Reply:
+        return call_with_retry(
+            fn, settings.retry_seconds, on_retry=lambda _exc: metrics.db_retries.inc()
+        )
+
+    app = Flask("ledger")
+    # Werkzeug refuses a larger Content-Length with 413 before the view runs;
+    # read_limited() covers chunked bodies.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    def render(reply: Reply) -> Any:
+        resp = Response(json.dumps(reply.body), status=reply.status, mimetype="application/json")
+        for name, value in reply.headers:
+            resp.headers[name] = value
+        return resp
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def record(resp: Any) -> Any:
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.requests.labels(endpoint, request.method, str(resp.status_code)).inc()
+        started = getattr(g, "started", None)
+        if started is not None:
+            metrics.latency.labels(endpoint, request.method).observe(time.perf_counter() - started)
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        headers: tuple[tuple[str, str], ...] = ()
+        if code == 413:
+            headers = (("Connection", "close"),)  # do not drain a huge body
+        name = (exc.name or "error").lower().replace(" ", "_")
+        return render(Reply(code, {"error": name, "message": exc.description or ""}, headers))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        log.exception("unhandled error: %s", exc)
+        return render(Reply(500, {"error": "internal_error", "message": "internal error"}))
+
+    @app.post("/orders")
+    def post_orders() -> Any:
+        try:
+            body = read_limited(request.stream.read, MAX_BODY_BYTES, request.content_length)
+        except ApiError as err:
+            return render(error_reply(err, (("Connection", "close"),)))
+        reply = handle_create_order(request.headers.get("Idempotency-Key"), body, store, retry)
+        result = ORDER_RESULTS.get(reply.status)
+        if result is not None:
+            metrics.orders.labels(result).inc()
+        return render(reply)
+
+    @app.get("/orders/<int:order_id>")
+    def get_order(order_id: int) -> Any:
+        return render(handle_get_order(order_id, store, retry))
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return render(Reply(200, {"status": "alive"}))
+
+    @app.get("/readyz")
+    def readyz() -> Any:
+        return render(handle_readiness(store))
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Any:
+        data, content_type = metrics.exposition()
+        return Response(data, status=200, content_type=content_type)
+
+    return app

@@ -1,0 +1,451 @@
+"""Unit tests for the ledger demo app: validation, idempotency, retry policy.
+
+The app ships as one file inside the Ansible role; it is imported by path.
+Its rules are pure functions and its database is an injected Store, so these
+tests need neither Flask nor psycopg nor PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+APP_PATH = Path(__file__).resolve().parents[2] / "playbooks/roles/ledger/files/ledger.py"
+
+
+def _load_app() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ledger_app_under_test", APP_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+ledger = _load_app()
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+class FakeStore:
+    """An in-memory Store with the same contract as PgStore."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ledger.Order] = {}
+        self.calls = 0
+        self.fail_next = 0  # raise DatabaseUnavailable this many times
+        self.writable = True
+
+    def _maybe_fail(self) -> None:
+        self.calls += 1
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise ledger.DatabaseUnavailable("connection lost")
+
+    def insert_or_get(self, new: ledger.NewOrder) -> tuple[ledger.Order, bool]:
+        self._maybe_fail()
+        existing = self.rows.get(new.idempotency_key)
+        if existing is not None:
+            return existing, False
+        order = ledger.Order(
+            id=len(self.rows) + 1,
+            idempotency_key=new.idempotency_key,
+            customer=new.customer,
+            amount_cents=new.amount_cents,
+            created_at=T0 + timedelta(seconds=len(self.rows)),
+        )
+        self.rows[new.idempotency_key] = order
+        return order, True
+
+    def get(self, order_id: int) -> ledger.Order | None:
+        self._maybe_fail()
+        return next((o for o in self.rows.values() if o.id == order_id), None)
+
+    def check_writable(self) -> None:
+        self._maybe_fail()
+        if not self.writable:
+            raise ledger.DatabaseUnavailable("connected to a server in recovery")
+
+
+def body(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+GOOD = {"customer": "Ada", "amount_cents": 1250}
+
+
+# ----------------------------------------------------------------------------
+# Idempotency-Key header
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["a", "A" * 128, "order-1.2:3_4", "0"])
+def test_valid_idempotency_keys_are_accepted(key: str) -> None:
+    assert ledger.parse_idempotency_key(key) == key
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        (None, "missing_idempotency_key"),
+        ("", "missing_idempotency_key"),
+        ("A" * 129, "invalid_idempotency_key"),
+        ("has space", "invalid_idempotency_key"),
+        ("slash/key", "invalid_idempotency_key"),
+        ("quote'key", "invalid_idempotency_key"),
+        ("ключ", "invalid_idempotency_key"),
+        ("trailing-newline\n", "invalid_idempotency_key"),
+    ],
+)
+def test_bad_idempotency_keys_are_refused_with_400(key: str | None, code: str) -> None:
+    with pytest.raises(ledger.ApiError) as info:
+        ledger.parse_idempotency_key(key)
+    assert (info.value.status, info.value.code) == (400, code)
+
+
+# ----------------------------------------------------------------------------
+# Body size
+# ----------------------------------------------------------------------------
+
+
+def test_body_at_the_limit_is_read_whole() -> None:
+    data = b"x" * ledger.MAX_BODY_BYTES
+    assert ledger.read_limited(io.BytesIO(data).read) == data
+
+
+def test_chunked_body_over_the_limit_is_refused_with_413() -> None:
+    data = b"x" * (ledger.MAX_BODY_BYTES + 1)
+    with pytest.raises(ledger.ApiError) as info:
+        ledger.read_limited(io.BytesIO(data).read)
+    assert info.value.status == 413
+
+
+def test_declared_oversize_body_is_refused_without_reading() -> None:
+    def read(_n: int) -> bytes:
+        raise AssertionError("the body must not be read")
+
+    with pytest.raises(ledger.ApiError) as info:
+        ledger.read_limited(read, declared_length=ledger.MAX_BODY_BYTES + 1)
+    assert info.value.status == 413
+
+
+def test_body_arriving_in_small_chunks_is_reassembled() -> None:
+    chunks = [b'{"customer": ', b'"Ada", ', b'"amount_cents": 5}', b""]
+
+    def read(_n: int) -> bytes:
+        return chunks.pop(0)
+
+    assert ledger.read_limited(read) == b'{"customer": "Ada", "amount_cents": 5}'
+
+
+# ----------------------------------------------------------------------------
+# Order body
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"{",
+        b"not json",
+        b"\xff\xfe\x00",
+        b'{"customer": "Ada", "amount_cents": NaN}',
+        b'{"customer": "Ada", "amount_cents": Infinity}',
+        b"[" * 5000 + b"]" * 5000,
+    ],
+    ids=["empty", "truncated", "text", "bad-utf8", "nan", "infinity", "deep-nesting"],
+)
+def test_malformed_json_is_refused_with_400(raw: bytes) -> None:
+    with pytest.raises(ledger.ApiError) as info:
+        ledger.parse_order_body(raw)
+    assert (info.value.status, info.value.code) == (400, "malformed_json")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"amount_cents": 1}, "customer"),
+        ({"customer": "Ada"}, "amount_cents"),
+        ({"customer": "Ada", "amount_cents": -1}, "amount_cents"),
+        ({"customer": "Ada", "amount_cents": True}, "amount_cents"),
+        ({"customer": "Ada", "amount_cents": 1.0}, "amount_cents"),
+        ({"customer": "Ada", "amount_cents": "100"}, "amount_cents"),
+        ({"customer": "Ada", "amount_cents": None}, "amount_cents"),
+        ({"customer": "Ada", "amount_cents": 2**63}, "amount_cents"),
+        ({"customer": "", "amount_cents": 1}, "customer"),
+        ({"customer": "   ", "amount_cents": 1}, "customer"),
+        ({"customer": "x" * 101, "amount_cents": 1}, "customer"),
+        ({"customer": 42, "amount_cents": 1}, "customer"),
+        ({"customer": None, "amount_cents": 1}, "customer"),
+        ({"customer": "nul\u0000byte", "amount_cents": 1}, "customer"),
+        ({"customer": "lone\ud800surrogate", "amount_cents": 1}, "customer"),
+        ({"customer": "Ada", "amount_cents": 1, "note": "hi"}, "note"),
+    ],
+)
+def test_invalid_orders_are_refused_with_422_naming_the_field(
+    payload: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ledger.ApiError) as info:
+        ledger.parse_order_body(body(payload))
+    assert info.value.status == 422
+    assert field in info.value.fields
+
+
+@pytest.mark.parametrize("payload", [[], "Ada", 5, None])
+def test_json_that_is_not_an_object_is_refused_with_422(payload: object) -> None:
+    with pytest.raises(ledger.ApiError) as info:
+        ledger.parse_order_body(body(payload))
+    assert info.value.status == 422
+
+
+def test_all_field_problems_are_reported_at_once() -> None:
+    with pytest.raises(ledger.ApiError) as info:
+        ledger.parse_order_body(body({"customer": "", "amount_cents": -5, "extra": 1}))
+    assert set(info.value.fields) == {"customer", "amount_cents", "extra"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"customer": "A", "amount_cents": 0},
+        {"customer": "x" * 100, "amount_cents": 2**63 - 1},
+        {"customer": "Zoë Ünicode 🚀", "amount_cents": 7},
+    ],
+)
+def test_boundary_orders_are_accepted(payload: dict[str, object]) -> None:
+    assert ledger.parse_order_body(body(payload)) == (payload["customer"], payload["amount_cents"])
+
+
+# ----------------------------------------------------------------------------
+# POST /orders: idempotency and "bad input writes nothing"
+# ----------------------------------------------------------------------------
+
+
+def test_first_post_creates_the_row_and_answers_201() -> None:
+    store = FakeStore()
+    reply = ledger.handle_create_order("k-1", body(GOOD), store)
+    assert reply.status == 201
+    assert reply.body == {
+        "id": 1,
+        "idempotency_key": "k-1",
+        "customer": "Ada",
+        "amount_cents": 1250,
+        "created_at": "2024-05-01T12:00:00.123456Z",
+    }
+    assert ("Location", "/orders/1") in reply.headers
+    assert len(store.rows) == 1
+
+
+def test_repeated_key_with_same_body_returns_the_first_row_with_200() -> None:
+    store = FakeStore()
+    first = ledger.handle_create_order("k-1", body(GOOD), store)
+    again = ledger.handle_create_order("k-1", body(GOOD), store)
+    assert again.status == 200
+    assert again.body == first.body
+    assert ("Idempotent-Replayed", "true") in again.headers
+    assert len(store.rows) == 1
+
+
+def test_repeated_key_with_different_body_answers_409_and_keeps_the_first_row() -> None:
+    store = FakeStore()
+    ledger.handle_create_order("k-1", body(GOOD), store)
+    reply = ledger.handle_create_order("k-1", body({**GOOD, "amount_cents": 9999}), store)
+    assert reply.status == 409
+    assert reply.body["error"] == "idempotency_key_reused"
+    assert store.rows["k-1"].amount_cents == 1250
+    assert len(store.rows) == 1
+
+
+def test_distinct_keys_create_distinct_rows() -> None:
+    store = FakeStore()
+    a = ledger.handle_create_order("k-1", body(GOOD), store)
+    b = ledger.handle_create_order("k-2", body(GOOD), store)
+    assert (a.status, b.status) == (201, 201)
+    assert a.body["id"] != b.body["id"]
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "status"),
+    [
+        (None, body(GOOD), 400),
+        ("bad key", body(GOOD), 400),
+        ("k-1", b"{not json", 400),
+        ("k-1", body({"customer": "Ada"}), 422),
+        ("k-1", body({"customer": "Ada", "amount_cents": -1}), 422),
+        ("k-1", body({"customer": "Ada", "amount_cents": False}), 422),
+    ],
+)
+def test_bad_requests_never_reach_the_store(key: str | None, raw: bytes, status: int) -> None:
+    store = FakeStore()
+    reply = ledger.handle_create_order(key, raw, store)
+    assert reply.status == status
+    assert store.calls == 0
+    assert store.rows == {}
+
+
+def test_sql_metacharacters_are_stored_as_plain_data() -> None:
+    store = FakeStore()
+    nasty = 'Robert\'); DROP TABLE orders;-- "%s" \\x00'
+    reply = ledger.handle_create_order("k-sql", body({"customer": nasty, "amount_cents": 1}), store)
+    assert reply.status == 201
+    assert store.rows["k-sql"].customer == nasty
+
+
+def test_sql_uses_placeholders_not_string_formatting() -> None:
+    for statement in (ledger.INSERT_SQL, ledger.SELECT_BY_KEY_SQL, ledger.SELECT_BY_ID_SQL):
+        assert "%s" in statement
+        assert "{" not in statement and "'" not in statement
+
+
+def test_database_unavailable_during_post_answers_503_with_retry_after() -> None:
+    store = FakeStore()
+    store.fail_next = 1
+    reply = ledger.handle_create_order("k-1", body(GOOD), store)
+    assert reply.status == 503
+    assert ("Retry-After", "1") in reply.headers
+
+
+# ----------------------------------------------------------------------------
+# GET /orders/<id>, /readyz
+# ----------------------------------------------------------------------------
+
+
+def test_get_returns_the_committed_row() -> None:
+    store = FakeStore()
+    created = ledger.handle_create_order("k-1", body(GOOD), store)
+    reply = ledger.handle_get_order(created.body["id"], store)
+    assert (reply.status, reply.body) == (200, created.body)
+
+
+@pytest.mark.parametrize("order_id", [0, 42, 2**63, 10**30])
+def test_get_unknown_or_out_of_range_id_answers_404(order_id: int) -> None:
+    store = FakeStore()
+    assert ledger.handle_get_order(order_id, store).status == 404
+
+
+def test_readiness_follows_the_store() -> None:
+    store = FakeStore()
+    assert ledger.handle_readiness(store).status == 200
+    store.writable = False
+    reply = ledger.handle_readiness(store)
+    assert reply.status == 503
+    assert "recovery" in reply.body["reason"]
+
+
+# ----------------------------------------------------------------------------
+# Retry policy
+# ----------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_retry_rides_out_a_short_outage_and_inserts_once() -> None:
+    store = FakeStore()
+    store.fail_next = 3
+    clock = FakeClock()
+    retries: list[Exception] = []
+
+    def retry(fn):  # type: ignore[no-untyped-def]
+        return ledger.call_with_retry(
+            fn, 8.0, sleep=clock.sleep, clock=clock, on_retry=retries.append
+        )
+
+    reply = ledger.handle_create_order("k-1", body(GOOD), store, retry)
+    assert reply.status == 201
+    assert len(store.rows) == 1
+    assert len(retries) == 3
+    assert clock.sleeps == [0.1, 0.2, 0.4]
+
+
+def test_retry_gives_up_at_the_deadline_with_503() -> None:
+    store = FakeStore()
+    store.fail_next = 10**6
+    clock = FakeClock()
+
+    def retry(fn):  # type: ignore[no-untyped-def]
+        return ledger.call_with_retry(fn, 8.0, sleep=clock.sleep, clock=clock)
+
+    reply = ledger.handle_create_order("k-1", body(GOOD), store, retry)
+    assert reply.status == 503
+    assert clock.now - 100.0 == pytest.approx(8.0)
+    assert max(clock.sleeps) <= 1.0
+    assert store.rows == {}
+
+
+def test_retry_does_not_catch_other_errors() -> None:
+    clock = FakeClock()
+
+    def boom() -> ledger.Reply:
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError):
+        ledger.call_with_retry(boom, 8.0, sleep=clock.sleep, clock=clock)
+    assert clock.sleeps == []
+
+
+def test_settings_read_the_environment() -> None:
+    settings = ledger.Settings.from_env(
+        {"LEDGER_DSN": "host=a,b", "LEDGER_DB_RETRY_SECONDS": "2.5"}
+    )
+    assert settings.dsn == "host=a,b"
+    assert settings.retry_seconds == 2.5
+    assert settings.ready_timeout_ms == 500
+
+
+def test_created_at_is_rendered_in_utc() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    assert ledger.iso_utc(datetime(2024, 1, 1, 14, 0, tzinfo=plus_two)) == (
+        "2024-01-01T12:00:00.000000Z"
+    )
+
+
+# ----------------------------------------------------------------------------
+# Flask wiring (runs only where Flask is installed, e.g. on a web host)
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client():  # type: ignore[no-untyped-def]
+    pytest.importorskip("flask")
+    pytest.importorskip("prometheus_client")
+    app = ledger.create_app(ledger.Settings(retry_seconds=0.0), store=FakeStore())
+    return app.test_client()
+
+
+def test_http_post_then_get(client) -> None:  # type: ignore[no-untyped-def]
+    created = client.post("/orders", json=GOOD, headers={"Idempotency-Key": "k-1"})
+    assert created.status_code == 201
+    fetched = client.get(f"/orders/{created.get_json()['id']}")
+    assert fetched.get_json() == created.get_json()
+
+
+def test_http_oversize_body_is_413(client) -> None:  # type: ignore[no-untyped-def]
+    big = b"x" * (ledger.MAX_BODY_BYTES + 1)
+    resp = client.post("/orders", data=big, headers={"Idempotency-Key": "k-1"})
+    assert resp.status_code == 413
+
+
+def test_http_metrics_count_requests(client) -> None:  # type: ignore[no-untyped-def]
+    client.get("/healthz")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'ledger_http_requests_total{endpoint="/healthz",method="GET",status="200"}' in text
