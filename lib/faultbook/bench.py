@@ -71,6 +71,72 @@ def bench_lab(runs: int, cold: bool) -> dict[str, Any]:
     return out
 
 
+def bench_provision(runs: int) -> dict[str, Any]:
+    """A freshly booted lab provisioned from scratch, then idempotent re-runs."""
+    from faultbook import ansible
+
+    env = dict(os.environ)
+    _timed(["lab", "down"], env)
+    _timed(["lab", "up", "--no-provision"], env)
+    lab = Lab()
+    first = ansible.run_playbook("site.yml", lab.inv)
+    reruns = []
+    for _ in range(runs):
+        r = ansible.run_playbook("site.yml", lab.inv)
+        reruns.append(r.duration_s)
+        if r.changed:
+            raise SystemExit(f"re-run changed {r.changed} things: not idempotent")
+    return {
+        "machine": machine(),
+        "fresh_provision_s": round(first.duration_s, 1),
+        "rerun_s": _stats(reruns),
+    }
+
+
+def _wrk(url: str, seconds: int, conns: int, threads: int, script: str | None) -> dict[str, Any]:
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    res: dict[str, Any] = {"cmd": " ".join([*cmd, url])}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            res["rps"] = float(parts[1])
+        elif parts[:1] in (["50%"], ["99%"]):
+            res[f"p{parts[0][:-1]}"] = parts[1]
+        elif "requests in" in line:
+            res["requests"] = int(parts[0])
+        elif line.strip().startswith("Non-2xx"):
+            res["non_2xx"] = int(parts[-1])
+        elif line.strip().startswith("Socket errors"):
+            res["socket_errors"] = line.split(":", 1)[1].strip()
+    return res
+
+
+def bench_vip(seconds: int) -> dict[str, Any]:
+    """Sustained GET and POST through the VIP over HTTPS (wrk, bounded in time)."""
+    from faultbook import stack
+
+    lab = Lab()
+    base = stack.vip_url(lab.inv, "")
+    sess = stack.session(lab.inv)
+    r = sess.post(
+        f"{base}/orders",
+        json={"customer": "bench", "amount_cents": 1},
+        headers={"Idempotency-Key": f"bench-seed-{time.time_ns()}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    oid = r.json()["id"]
+    script = str(Path(__file__).parent / "bench_data" / "post_orders.lua")
+    return {
+        "machine": machine(),
+        "get": _wrk(f"{base}/orders/{oid}", seconds, 32, 2, None),
+        "post": _wrk(base, seconds, 16, 2, script),
+    }
+
+
 def _stats(xs: list[float]) -> dict[str, float]:
     return {
         "runs": len(xs),
@@ -86,8 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     lab = sub.add_parser("lab", help="lab up (cold and warm) and lab down")
     lab.add_argument("--runs", type=int, default=5)
     lab.add_argument("--no-cold", dest="cold", action="store_false")
+    prov = sub.add_parser("provision", help="fresh provisioning and idempotent re-runs")
+    prov.add_argument("--runs", type=int, default=3)
+    vip = sub.add_parser("vip", help="GET and POST throughput through the VIP (wrk)")
+    vip.add_argument("--seconds", type=int, default=20)
     a = ap.parse_args(argv)
-    result = bench_lab(a.runs, a.cold)
+    if a.what == "lab":
+        result = bench_lab(a.runs, a.cold)
+    elif a.what == "provision":
+        result = bench_provision(a.runs)
+    else:
+        result = bench_vip(a.seconds)
     print(json.dumps(result, indent=2))
     return 0
 

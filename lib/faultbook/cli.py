@@ -75,8 +75,12 @@ def _print_status(summary: dict[str, Any]) -> None:
 
 @lab.command("up")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for hosts.")
-@click.option("--provision/--no-provision", default=True, show_default=True,
-              help="Provision the stack (playbooks/site.yml) once the hosts are up.")
+@click.option(
+    "--provision/--no-provision",
+    default=True,
+    show_default=True,
+    help="Provision the stack (playbooks/site.yml) once the hosts are up.",
+)
 def lab_up(timeout: float, provision: bool) -> None:
     """Build the image if needed, create the bridge, boot every host, provision the stack.
 

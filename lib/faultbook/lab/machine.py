@@ -88,6 +88,21 @@ def _write(path: Path, text: str, mode: int = 0o644, uid: int = 0, gid: int = 0)
     tmp.rename(path)
 
 
+def hosts_file(path: Path, name: str) -> str:
+    """/etc/hosts with this host's own name, keeping every other line (roles add peers)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    kept = [ln for ln in lines if not ln.startswith(("127.0.0.1", "127.0.1.1", "::1"))]
+    return (
+        "\n".join(
+            ["127.0.0.1 localhost", f"127.0.1.1 {name}", "::1 localhost ip6-localhost", *kept]
+        )
+        + "\n"
+    )
+
+
 def _passwd_ids(root: Path, user: str) -> tuple[int, int, str]:
     for line in (root / "etc/passwd").read_text().splitlines():
         f = line.split(":")
@@ -108,7 +123,7 @@ def personalise(
     """Give a (mounted) host its identity: name, address, host key, deploy key."""
     root = dirs.root
     _write(root / "etc/hostname", name + "\n")
-    _write(root / "etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {name}\n::1 localhost\n")
+    _write(root / "etc/hosts", hosts_file(root / "etc/hosts", name))
     mid = root / "etc/machine-id"
     if not mid.exists() or not mid.read_text().strip():
         _write(mid, os.urandom(16).hex() + "\n", 0o444)
