@@ -58,10 +58,12 @@ unit: image
 	FAULTBOOK_PROMTOOL="chroot $(IMAGE_ROOT) promtool" FAULTBOOK_PROMTOOL_REQUIRED=1 \
 	  $(PYTEST) -q tests/unit
 
-# `lab up` provisions the stack (playbooks/site.yml); the tests then check it.
+# `lab up` provisions the stack (playbooks/site.yml); the tests then check it. The stack's
+# tests run first, the lab's destructive ones (crash, partition, down) last.
 integration: setup
 	$(FB) lab up
-	$(PYTEST) -q -m integration tests/integration
+	$(PYTEST) -q -m integration tests/integration/test_stack.py \
+	  tests/integration/test_ansible.py tests/integration/test_lab.py
 
 nbval: setup
 	$(FB) lab up --no-provision

@@ -189,7 +189,7 @@ def test_up_adopts_hosts_left_running_by_a_dead_controller(lab: Lab) -> None:
 
 
 def test_down_leaves_nothing_behind(lab: Lab) -> None:
-    r = cli("lab", "down", "--keep-disks")
+    r = cli("lab", "down")
     assert r.returncode == 0, r.stderr
     procs = subprocess.run(["pgrep", "-f", "systemd-nspawn"], capture_output=True, text=True)
     # Exited processes the init process has not reaped yet (zombies) hold nothing.
@@ -200,7 +200,6 @@ def test_down_leaves_nothing_behind(lab: Lab) -> None:
     assert net.veths() == []
     assert not any(machine.cgroup_dirs(h)[0].exists() for h in lab.inv.hosts)
     assert subprocess.run(["pgrep", "-f", "faultbook.lab.delay"]).returncode == 1
-    assert all(lab.dirs(h).upper.is_dir() for h in lab.inv.hosts)  # --keep-disks kept them
-    # Bring the same (provisioned) hosts back for what runs next; `make test` takes the lab
-    # down at the end.
+    assert not any(lab.dirs(h).upper.exists() for h in lab.inv.hosts)  # disks wiped
+    # Leave a (fresh) lab up for what runs next (nbval); `make test` takes it down at the end.
     lab.up()

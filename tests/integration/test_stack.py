@@ -22,11 +22,14 @@ pytestmark = pytest.mark.integration
 def stacked(lab: Lab) -> Lab:
     """A provisioned lab: `make integration` provisions it with `faultbook lab up`; when the
     app does not answer ready through the VIP, provision here."""
-    try:
-        ready = stack.session(lab.inv).get(stack.vip_url(lab.inv, "/readyz"), timeout=5)
-        provisioned = ready.status_code == 200
-    except requests.RequestException:
-        provisioned = False
+    provisioned = False
+    deadline = time.monotonic() + 60
+    while not provisioned and time.monotonic() < deadline:
+        try:
+            ready = stack.session(lab.inv).get(stack.vip_url(lab.inv, "/readyz"), timeout=5)
+            provisioned = ready.status_code == 200
+        except requests.RequestException:
+            time.sleep(2)
     if not provisioned:
         ansible.run_playbook("site.yml", lab.inv)
     return lab

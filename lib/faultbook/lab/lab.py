@@ -237,6 +237,13 @@ class Lab:
 
             with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
                 list(pool.map(stop, running.items()))
+            # A killed host's network namespace (and so its veth) goes away asynchronously.
+            deadline = time.monotonic() + 5
+            ours = {net.veth_name(h) for h in self.inv.hosts}
+            while ours & set(net.veths()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for left in ours & set(net.veths()):
+                net.delete_link(left)
             for host in self.inv.hosts:
                 d = self.dirs(host)
                 machine.unmount(d)

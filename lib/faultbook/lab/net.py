@@ -49,6 +49,10 @@ def bridge_down(bridge: str) -> None:
         _ip("link", "del", bridge)
 
 
+def delete_link(name: str) -> None:
+    _ip("link", "del", name, check=False)
+
+
 def veths() -> list[str]:
     out = _ip("-j", "link", "show").stdout
     return [i["ifname"] for i in json.loads(out or "[]") if i["ifname"].startswith("vb-")]
