@@ -30,8 +30,20 @@ def vip_url(inv: Inventory, path: str = "/") -> str:
 
 
 def session(inv: Inventory) -> requests.Session:
+    """A session that verifies the stack's certificates against the inventory's CA.
+
+    trust_env is off: REQUESTS_CA_BUNDLE in the environment would otherwise
+    override ``verify``, and stack traffic must never go through a proxy.
+    """
     s = requests.Session()
+    s.trust_env = False
     s.verify = str(ca_file(inv))
+    return s
+
+
+def _plain() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # never through a proxy from the environment
     return s
 
 
@@ -49,7 +61,7 @@ def prom_query(inv: Inventory, expr: str, timeout: float = 5.0) -> list[dict[str
 
 
 def firing_alerts(inv: Inventory, timeout: float = 5.0) -> list[dict[str, Any]]:
-    r = requests.get(f"{prometheus_url(inv)}/api/v1/alerts", timeout=timeout)
+    r = _plain().get(f"{prometheus_url(inv)}/api/v1/alerts", timeout=timeout)
     r.raise_for_status()
     return [a for a in r.json()["data"]["alerts"] if a.get("state") == "firing"]
 

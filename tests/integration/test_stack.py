@@ -72,7 +72,9 @@ def test_post_then_get_through_the_vip_over_https(stacked: Lab) -> None:
 
 
 def test_http_redirects_to_https(stacked: Lab) -> None:
-    r = requests.get(f"http://{stacked.inv.vars['vip']}/orders/1", allow_redirects=False, timeout=5)
+    r = stack.session(stacked.inv).get(
+        f"http://{stacked.inv.vars['vip']}/orders/1", allow_redirects=False, timeout=5
+    )
     assert r.status_code in (301, 302, 308)
     assert r.headers["Location"].startswith("https://")
 
