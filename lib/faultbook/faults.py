@@ -1,0 +1,329 @@
+"""The fault catalogue: each fault can be injected and reverted, and records when.
+
+| kind            | how                                                     | needs the lab |
+|-----------------|---------------------------------------------------------|---------------|
+| host-crash      | SIGKILL the host's machine (power loss); revert boots it | yes           |
+| service-kill    | ``systemctl kill --signal=SIGKILL UNIT`` over SSH        | no            |
+| service-stop    | ``systemctl stop UNIT`` over SSH; revert starts it       | no            |
+| process-freeze  | SIGSTOP every process of UNIT, revert SIGCONT            | no            |
+| partition       | lab: cut the host's link; real hosts: an nftables table  | no            |
+|                 | dropping everything but the controller's SSH session     |               |
+| delay-loss      | lab: userspace netem on the host's link; real hosts: tc  | no            |
+
+Faults applied over SSH to real hosts arm a transient systemd timer that
+reverts them by itself after ``max_s`` seconds, so a drill that dies half-way
+never leaves a host partitioned or frozen for good. Lab faults are reverted
+by ``faultbook lab heal|boot`` (and ``lab down``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from faultbook import ssh
+from faultbook.errors import FaultbookError, ParameterError, UsageError
+from faultbook.inventory import Inventory
+from faultbook.results import iso
+
+log = logging.getLogger(__name__)
+
+# The nftables table a partition adds on a real host (deleted on revert).
+PARTITION_TABLE = "faultbook_partition"
+
+
+class FaultError(FaultbookError):
+    """A fault could not be injected or reverted."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Fault:
+    """Base class. Subclasses set ``kind`` and implement ``_inject``/``_revert``."""
+
+    kind: ClassVar[str] = ""
+    needs_lab: ClassVar[bool] = False
+    reverts_itself: ClassVar[bool] = False
+
+    inv: Inventory
+    target: str
+    max_s: float = 600.0
+    injected_at: datetime | None = None
+    reverted_at: datetime | None = None
+    detail: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.inv.host(self.target)  # InventoryError for a host that is not in the inventory
+        if self.needs_lab and not self.inv.is_lab:
+            raise UsageError(
+                f"fault {self.kind!r} needs the lab (it acts on the machine, not over SSH); "
+                f"inventory {self.inv.name!r} is not the lab — use service-kill, "
+                "service-stop, process-freeze, partition or delay-loss"
+            )
+        if not 0 < self.max_s <= 3600:
+            raise ParameterError(f"fault max_s must be in (0, 3600] seconds, got {self.max_s!r}")
+
+    # ------------------------------------------------------------------ public
+    def inject(self) -> None:
+        if self.injected_at is not None and self.reverted_at is None:
+            raise FaultError(f"{self.describe()} is already injected")
+        log.info("injecting %s", self.describe())
+        self._inject()
+        self.injected_at = _now()
+        self.reverted_at = None
+
+    def revert(self) -> None:
+        """Undo the fault. Safe to call twice, or when it was never injected."""
+        if self.injected_at is None or self.reverted_at is not None:
+            return
+        log.info("reverting %s", self.describe())
+        self._revert()
+        self.reverted_at = _now()
+
+    def describe(self) -> str:
+        return f"{self.kind} on {self.target}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "injected_at": iso(self.injected_at) if self.injected_at else None,
+            "reverted_at": iso(self.reverted_at) if self.reverted_at else None,
+            "detail": self.detail or self.describe(),
+        }
+
+    # ------------------------------------------------------------- internals
+    def _inject(self) -> None:
+        raise NotImplementedError
+
+    def _revert(self) -> None:
+        raise NotImplementedError
+
+    def _lab(self) -> Any:
+        from faultbook.lab.lab import Lab  # the lab is only needed by lab faults
+
+        return Lab(self.inv)
+
+    def _ssh(self, command: str, timeout: float = 20.0) -> str:
+        r = ssh.run(self.inv, self.target, command, timeout=timeout, sudo=True)
+        if not r.ok:
+            raise FaultError(
+                f"{self.describe()}: `{command}` failed (rc={r.rc}): "
+                f"{(r.stderr or r.stdout).strip()[:300]}"
+            )
+        return r.stdout
+
+    def _arm_revert(self, name: str, command: str) -> str:
+        """A transient systemd timer on the target that runs COMMAND after max_s."""
+        unit = f"faultbook-revert-{name}"
+        return (
+            f"systemctl stop {unit}.timer {unit}.service >/dev/null 2>&1; "
+            f"systemctl reset-failed {unit}.service >/dev/null 2>&1; "
+            f"systemd-run --quiet --unit={unit} --on-active={int(self.max_s)}s "
+            f"/bin/sh -c {shlex.quote(command)}"
+        )
+
+    def _disarm_revert(self, name: str) -> str:
+        unit = f"faultbook-revert-{name}"
+        return f"systemctl stop {unit}.timer >/dev/null 2>&1 || true"
+
+
+@dataclass
+class HostCrash(Fault):
+    """Power loss: the whole machine dies at once. Revert boots it, disk intact."""
+
+    kind: ClassVar[str] = "host-crash"
+    needs_lab: ClassVar[bool] = True
+
+    def _inject(self) -> None:
+        self._lab().crash(self.target)
+
+    def _revert(self) -> None:
+        self._lab().boot(self.target)
+
+
+@dataclass
+class _UnitFault(Fault):
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.unit or any(c in self.unit for c in " ;|&$`'\"\n"):
+            raise ParameterError(
+                f"fault {self.kind!r} needs a systemd unit name (e.g. ledger.service), "
+                f"got {self.unit!r}"
+            )
+
+    def describe(self) -> str:
+        return f"{self.kind} of {self.unit} on {self.target}"
+
+
+@dataclass
+class ServiceKill(_UnitFault):
+    """SIGKILL every process of a unit; systemd's Restart= policy may bring it back."""
+
+    kind: ClassVar[str] = "service-kill"
+
+    def _inject(self) -> None:
+        self._ssh(f"systemctl kill --signal=SIGKILL {self.unit}")
+
+    def _revert(self) -> None:
+        self._ssh(f"systemctl start {self.unit}")
+
+
+@dataclass
+class ServiceStop(_UnitFault):
+    """A clean stop of the unit; revert starts it again."""
+
+    kind: ClassVar[str] = "service-stop"
+
+    def _inject(self) -> None:
+        self._ssh(
+            f"{self._arm_revert('stop', f'systemctl start {self.unit}')}; "
+            f"systemctl stop {self.unit}"
+        )
+
+    def _revert(self) -> None:
+        self._ssh(f"{self._disarm_revert('stop')}; systemctl start {self.unit}")
+
+
+@dataclass
+class ProcessFreeze(_UnitFault):
+    """SIGSTOP every process of the unit: alive to the kernel, silent to everyone."""
+
+    kind: ClassVar[str] = "process-freeze"
+
+    def _inject(self) -> None:
+        cont = f"systemctl kill --signal=SIGCONT {self.unit}"
+        self._ssh(
+            f"{self._arm_revert('freeze', cont)}; systemctl kill --signal=SIGSTOP {self.unit}"
+        )
+
+    def _revert(self) -> None:
+        self._ssh(f"{self._disarm_revert('freeze')}; systemctl kill --signal=SIGCONT {self.unit}")
+
+
+def partition_ruleset(controller: str) -> str:
+    """nftables table that drops all traffic except SSH with the controller (and loopback)."""
+    t = PARTITION_TABLE
+    return (
+        f"table inet {t} {{\n"
+        "  chain input {\n"
+        "    type filter hook input priority -200; policy drop;\n"
+        '    iif "lo" accept\n'
+        f"    ip saddr {controller} tcp dport 22 accept\n"
+        "  }\n"
+        "  chain output {\n"
+        "    type filter hook output priority -200; policy drop;\n"
+        '    oif "lo" accept\n'
+        f"    ip daddr {controller} tcp sport 22 accept\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+@dataclass
+class Partition(Fault):
+    """Cut the host off the network. In the lab its link is cut (SSH too).
+
+    On real hosts an nftables table drops everything except the controller's
+    SSH, whose address is read from the session's SSH_CLIENT.
+    """
+
+    kind: ClassVar[str] = "partition"
+
+    def _inject(self) -> None:
+        if self.inv.is_lab:
+            self._lab().partition(self.target)
+            return
+        controller = self._ssh("echo ${SSH_CLIENT%% *}").strip()
+        if not controller:
+            raise FaultError(f"{self.describe()}: cannot tell the controller's address")
+        rules = partition_ruleset(controller)
+        undo = f"nft delete table inet {PARTITION_TABLE}"
+        self._ssh(
+            f"{self._arm_revert('partition', undo)}; "
+            f"nft delete table inet {PARTITION_TABLE} 2>/dev/null; "
+            f"printf %s {shlex.quote(rules)} | nft -f -"
+        )
+
+    def _revert(self) -> None:
+        if self.inv.is_lab:
+            self._lab().heal(self.target)
+            return
+        self._ssh(
+            f"{self._disarm_revert('partition')}; "
+            f"nft delete table inet {PARTITION_TABLE} 2>/dev/null || true"
+        )
+
+
+@dataclass
+class DelayLoss(Fault):
+    """Delay and drop the packets the host sends (netem)."""
+
+    kind: ClassVar[str] = "delay-loss"
+    delay_ms: float = 200.0
+    loss_pct: float = 0.0
+    interface: str = "eth0"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0 <= self.delay_ms <= 60_000 and 0 <= self.loss_pct <= 100):
+            raise ParameterError(
+                f"delay-loss needs 0 <= delay_ms <= 60000 and 0 <= loss_pct <= 100, "
+                f"got delay_ms={self.delay_ms!r}, loss_pct={self.loss_pct!r}"
+            )
+
+    def describe(self) -> str:
+        return f"delay-loss {self.delay_ms:g} ms / {self.loss_pct:g} % on {self.target}"
+
+    def _inject(self) -> None:
+        if self.inv.is_lab:
+            self._lab().netem(self.target, self.delay_ms, self.loss_pct)
+            return
+        dev = shlex.quote(self.interface)
+        undo = f"tc qdisc del dev {dev} root"
+        self._ssh(
+            f"{self._arm_revert('netem', undo)}; tc qdisc replace dev {dev} root netem "
+            f"delay {self.delay_ms:g}ms loss {self.loss_pct:g}%"
+        )
+
+    def _revert(self) -> None:
+        if self.inv.is_lab:
+            self._lab().heal(self.target)
+            return
+        dev = shlex.quote(self.interface)
+        self._ssh(
+            f"{self._disarm_revert('netem')}; tc qdisc del dev {dev} root 2>/dev/null || true"
+        )
+
+
+CATALOGUE: dict[str, type[Fault]] = {
+    cls.kind: cls
+    for cls in (HostCrash, ServiceKill, ServiceStop, ProcessFreeze, Partition, DelayLoss)
+}
+
+
+def make(kind: str, inv: Inventory, target: str, **options: Any) -> Fault:
+    """Build a fault from the catalogue; bad kind, host or option is a one-line UsageError."""
+    cls = CATALOGUE.get(kind)
+    if cls is None:
+        raise ParameterError(f"unknown fault {kind!r}; expected one of {', '.join(CATALOGUE)}")
+    try:
+        return cls(inv, target, **options)
+    except TypeError as exc:
+        raise ParameterError(f"fault {kind!r}: {exc}") from None
+
+
+def catalogue_table() -> list[dict[str, Any]]:
+    return [
+        {"fault": k, "needs_lab": c.needs_lab, "what": (c.__doc__ or "").strip().splitlines()[0]}
+        for k, c in CATALOGUE.items()
+    ]

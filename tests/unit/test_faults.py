@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from faultbook import faults
+from faultbook import inventory as inv_mod
+from faultbook.errors import InventoryError, ParameterError, UsageError
+from faultbook.paths import LAB_INVENTORY
+
+REAL = """
+all:
+  vars: {ansible_user: deploy}
+  children:
+    web:
+      hosts:
+        app1: {ansible_host: 192.0.2.10}
+"""
+
+
+@pytest.fixture
+def lab() -> inv_mod.Inventory:
+    return inv_mod.load(LAB_INVENTORY)
+
+
+@pytest.fixture
+def real(tmp_path: Path) -> inv_mod.Inventory:
+    p = tmp_path / "hosts.yml"
+    p.write_text(REAL)
+    return inv_mod.load(p)
+
+
+def test_catalogue_has_every_kind() -> None:
+    assert set(faults.CATALOGUE) == {
+        "host-crash",
+        "service-kill",
+        "service-stop",
+        "process-freeze",
+        "partition",
+        "delay-loss",
+    }
+    needs_lab = {r["fault"] for r in faults.catalogue_table() if r["needs_lab"]}
+    assert needs_lab == {"host-crash"}
+
+
+def test_unknown_kind_names_the_choices(lab: inv_mod.Inventory) -> None:
+    with pytest.raises(ParameterError, match="unknown fault 'host-crsh'; expected one of"):
+        faults.make("host-crsh", lab, "db1")
+
+
+def test_unknown_host_is_an_inventory_error(lab: inv_mod.Inventory) -> None:
+    with pytest.raises(InventoryError, match="db9"):
+        faults.make("service-kill", lab, "db9", unit="postgresql@15-main")
+
+
+def test_host_crash_needs_the_lab(real: inv_mod.Inventory) -> None:
+    with pytest.raises(UsageError, match="needs the lab"):
+        faults.make("host-crash", real, "app1")
+
+
+def test_unit_name_is_required_and_checked(lab: inv_mod.Inventory) -> None:
+    with pytest.raises(ParameterError, match="systemd unit"):
+        faults.make("service-kill", lab, "web1")
+    with pytest.raises(ParameterError, match="systemd unit"):
+        faults.make("service-stop", lab, "web1", unit="ledger; rm -rf /")
+
+
+def test_unknown_option_is_a_parameter_error(lab: inv_mod.Inventory) -> None:
+    with pytest.raises(ParameterError, match="delay-loss"):
+        faults.make("delay-loss", lab, "web1", jitter_ms=3)
+
+
+def test_delay_loss_bounds(lab: inv_mod.Inventory) -> None:
+    with pytest.raises(ParameterError, match="loss_pct"):
+        faults.make("delay-loss", lab, "web1", delay_ms=10, loss_pct=150)
+
+
+def test_revert_without_inject_is_a_no_op(lab: inv_mod.Inventory) -> None:
+    f = faults.make("service-stop", lab, "web1", unit="ledger.service")
+    f.revert()  # never injected: nothing to do, nothing recorded
+    assert f.to_dict() == {
+        "kind": "service-stop",
+        "target": "web1",
+        "injected_at": None,
+        "reverted_at": None,
+        "detail": "service-stop of ledger.service on web1",
+    }
+
+
+def test_partition_ruleset_keeps_only_controller_ssh() -> None:
+    rules = faults.partition_ruleset("10.0.0.5")
+    assert "policy drop" in rules
+    assert "ip saddr 10.0.0.5 tcp dport 22 accept" in rules
+    assert "ip daddr 10.0.0.5 tcp sport 22 accept" in rules
+    assert rules.count("accept") == 4  # loopback in/out and the controller's SSH
