@@ -449,3 +449,26 @@ def test_http_metrics_count_requests(client) -> None:  # type: ignore[no-untyped
     client.get("/healthz")
     text = client.get("/metrics").get_data(as_text=True)
     assert 'ledger_http_requests_total{endpoint="/healthz",method="GET",status="200"}' in text
+
+
+def _make_conninfo(**kw: str) -> str:
+    return " ".join(f"{k}={v}" for k, v in kw.items())
+
+
+def test_host_attempts_split_a_multi_host_string_keeping_every_option() -> None:
+    params = {
+        "host": "10.0.0.1,10.0.0.2,10.0.0.3",
+        "port": "5432",
+        "target_session_attrs": "read-write",
+        "connect_timeout": "2",
+    }
+    out = ledger.host_attempts(params, _make_conninfo)
+    assert out == [
+        f"host=10.0.0.{i} port=5432 target_session_attrs=read-write connect_timeout=2"
+        for i in (1, 2, 3)
+    ]
+
+
+def test_host_attempts_pair_hosts_with_their_own_ports() -> None:
+    out = ledger.host_attempts({"host": "a,b", "port": "5432,6432"}, _make_conninfo)
+    assert out == ["host=a port=5432", "host=b port=6432"]

@@ -380,13 +380,27 @@ SELECT_BY_ID_SQL = "SELECT " + ORDER_COLUMNS + " FROM orders WHERE id = %s"
 RECONNECT_SQLSTATES = frozenset({"25006"})
 
 
+def host_attempts(params: Mapping[str, Any], make_conninfo: Callable[..., str]) -> list[str]:
+    """Split a libpq multi-host conninfo into one conninfo per host (same options)."""
+    hosts = str(params.get("host") or "").split(",")
+    ports = str(params.get("port") or "").split(",")
+    out = []
+    for i, host in enumerate(hosts):
+        one = dict(params)
+        one["host"] = host.strip()
+        if ports != [""]:
+            one["port"] = (ports[i] if len(ports) > 1 else ports[0]).strip()
+        out.append(make_conninfo(**one))
+    return out
+
+
 class PgStore:
     """Store on PostgreSQL, one connection per thread.
 
     The connection string is a libpq multi-host string with
-    ``target_session_attrs=read-write``, so a fresh connection finds the
-    current primary. Any error drops the thread's connection; the next call
-    connects again.
+    ``target_session_attrs=read-write``; a fresh connection tries its hosts
+    one by one (``_connect``) and so finds the current primary. Any error
+    drops the thread's connection; the next call connects again.
 
     ``statement_timeout_ms`` bounds each statement but is lifted before
     COMMIT: PostgreSQL answers a cancelled wait for synchronous replication
@@ -410,6 +424,9 @@ class PgStore:
         options = params.get("options") or ""
         params["options"] = f"{options} -c statement_timeout={int(statement_timeout_ms)}".strip()
         self._conninfo = make_conninfo(**params)
+        # One conninfo per host, tried in turn (see _connect).
+        self._attempts = host_attempts(params, make_conninfo)
+        self._preferred = 0
         self._ready_timeout_ms = int(ready_timeout_ms)
         self._on_error = on_error
         self._local = threading.local()
@@ -417,9 +434,32 @@ class PgStore:
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            conn = self._psycopg.connect(self._conninfo, autocommit=True)
+            conn = self._connect()
             self._local.conn = conn
         return conn
+
+    def _connect(self) -> Any:
+        """Connect to the first host that accepts a read-write session.
+
+        The hosts are tried one by one here rather than by libpq: with
+        psycopg 3.1 and libpq 15 an unreachable host in a multi-host string
+        (EHOSTUNREACH, a powered-off primary) ends the whole attempt instead
+        of moving on to the next host. The host that answered last is tried
+        first, so a dead former primary costs nothing once a new one is found.
+        """
+        order = list(range(len(self._attempts)))
+        start = self._preferred
+        errors = []
+        for i in order[start:] + order[:start]:
+            try:
+                conn = self._psycopg.connect(self._attempts[i], autocommit=True)
+            except self._psycopg.OperationalError as exc:
+                lines = str(exc).strip().splitlines()
+                errors.append(lines[0] if lines else repr(exc))
+                continue
+            self._preferred = i
+            return conn
+        raise self._psycopg.OperationalError("no read-write database host: " + "; ".join(errors))
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)

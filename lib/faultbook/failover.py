@@ -1,0 +1,377 @@
+"""The database failover procedure: state, candidate choice, fence, promote, rejoin.
+
+Safety rules this module enforces (docs/runbooks/db-failover.md):
+
+- The old primary is fenced before anything is promoted.
+- A standby is promoted only when it can be shown to hold every acknowledged
+  commit. With ``synchronous_standby_names = 'ANY k (...)'`` an acknowledged
+  commit is flushed on at least k standbys; if fewer than k standbys are
+  unreachable, the reachable standby with the highest flushed (received) LSN
+  holds every acknowledged commit. Otherwise the choice is refused unless
+  ``force=True``.
+- After a failover the former primary rejoins only as a standby (pg_rewind,
+  or a pgBackRest re-clone); the start guard installed by the postgresql role
+  stops it from coming back as a second primary in the meantime.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from faultbook import ansible, ssh, stack
+from faultbook.errors import FaultbookError, InventoryError, SSHError
+from faultbook.inventory import Inventory
+
+log = logging.getLogger(__name__)
+
+
+class PromotionRefused(FaultbookError):
+    """No standby can be shown to hold every acknowledged commit (or the old one still runs)."""
+
+
+# One query per db host; every column is text so parsing is the same for all.
+STATE_SQL = """
+SELECT pg_is_in_recovery()::text,
+       coalesce(pg_last_wal_receive_lsn()::text, ''),
+       coalesce(pg_last_wal_replay_lsn()::text, ''),
+       CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_flush_lsn()::text END,
+       coalesce((SELECT received_tli::text FROM pg_stat_wal_receiver),
+                (SELECT timeline_id::text FROM pg_control_checkpoint())),
+       coalesce((SELECT status FROM pg_stat_wal_receiver), ''),
+       coalesce((SELECT sender_host FROM pg_stat_wal_receiver), '')
+""".strip().replace("\n", " ")
+
+STATE_COLUMNS = [
+    "host",
+    "reachable",
+    "role",
+    "timeline",
+    "receive_lsn",
+    "replay_lsn",
+    "flush_lsn",
+    "wal_receiver",
+    "upstream",
+    "error",
+]
+
+
+def lsn_to_int(lsn: str | None) -> int | None:
+    """'16/B374D848' -> an integer comparable across hosts; '' or None -> None."""
+    if not lsn:
+        return None
+    hi, _, lo = lsn.partition("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
+
+
+def parse_state(host: str, out: str) -> dict[str, Any]:
+    fields = (out.strip().split("|") + [""] * 7)[:7]
+    in_recovery, receive, replay, flush, tli, receiver, upstream = fields
+    return {
+        "host": host,
+        "reachable": True,
+        "role": "standby" if in_recovery == "true" else "primary",
+        "timeline": int(tli) if tli.isdigit() else None,
+        "receive_lsn": receive,
+        "replay_lsn": replay,
+        "flush_lsn": flush,
+        "wal_receiver": receiver,
+        "upstream": upstream,
+        "error": "",
+    }
+
+
+def cluster_state(inv: Inventory, timeout: float = 3.0) -> pd.DataFrame:
+    """Each db host: reachable, primary or standby, its LSNs and whom it streams from."""
+    hosts = [h.name for h in inv.group("db")]
+    cmd = f"cd /tmp && sudo -n -u postgres psql -X -A -t -c {ssh._quote(STATE_SQL)}"
+    results = ssh.run_many(inv, hosts, cmd, timeout=timeout)
+    rows = []
+    for host in hosts:
+        res = results[host]
+        if isinstance(res, SSHError):
+            rows.append(
+                {"host": host, "reachable": False, "role": "unreachable", "error": res.message}
+            )
+        elif not res.ok:
+            err = (res.stderr or res.stdout).strip().splitlines()
+            rows.append(
+                {"host": host, "reachable": True, "role": "down", "error": err[-1] if err else ""}
+            )
+        else:
+            rows.append(parse_state(host, res.stdout))
+    return pd.DataFrame(rows).reindex(columns=STATE_COLUMNS)
+
+
+def primaries(state: pd.DataFrame) -> list[str]:
+    return list(state.loc[state["role"] == "primary", "host"])
+
+
+def replication(inv: Inventory, primary: str) -> pd.DataFrame:
+    """pg_stat_replication on the primary: who streams, sync state, lag."""
+    sql = (
+        "SELECT application_name, client_addr, state, sync_state, sent_lsn, flush_lsn, "
+        "replay_lsn, coalesce(extract(epoch FROM replay_lag), 0) FROM pg_stat_replication "
+        "ORDER BY application_name"
+    )
+    out = stack.psql(inv, primary, sql)
+    cols = ["standby", "address", "state", "sync_state", "sent_lsn", "flush_lsn", "replay_lsn"]
+    rows = []
+    for line in out.splitlines():
+        f = line.split("|")
+        if len(f) >= 8:
+            rows.append(dict(zip(cols, f[:7], strict=True)) | {"replay_lag_s": float(f[7] or 0)})
+    return pd.DataFrame(rows, columns=[*cols, "replay_lag_s"])
+
+
+def slots(inv: Inventory, primary: str) -> pd.DataFrame:
+    sql = (
+        "SELECT slot_name, active::text, coalesce(restart_lsn::text, ''), "
+        "coalesce(wal_status, '') FROM pg_replication_slots ORDER BY slot_name"
+    )
+    rows = [line.split("|") for line in stack.psql(inv, primary, sql).splitlines() if line]
+    return pd.DataFrame(rows, columns=["slot", "active", "restart_lsn", "wal_status"])
+
+
+def sync_quorum(inv: Inventory) -> int:
+    return int(inv.vars.get("postgresql_sync_quorum", 1))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    host: str
+    lsn: str
+    proven: bool
+    reason: str
+
+
+def choose_candidate(
+    state: pd.DataFrame, old_primary: str, quorum: int = 1, force: bool = False
+) -> Candidate:
+    """The standby to promote: the most advanced one, if it provably holds every ack."""
+    if old_primary in primaries(state):
+        raise PromotionRefused(
+            f"{old_primary} still answers as a primary: fence it before promoting anything"
+        )
+    others = state[state["host"] != old_primary]
+    standbys = others[others["role"] == "standby"]
+    missing = sorted(set(others["host"]) - set(standbys["host"]))
+    if standbys.empty:
+        raise PromotionRefused(f"no standby answers (unreachable or down: {', '.join(missing)})")
+    ranked = standbys.assign(
+        _lsn=[lsn_to_int(x) or 0 for x in standbys["receive_lsn"]]
+    ).sort_values(["_lsn", "host"], ascending=[False, True])
+    best = ranked.iloc[0]
+    proven = len(missing) < quorum
+    if proven:
+        reason = (
+            f"{best['host']} has the highest flushed LSN {best['receive_lsn']} of "
+            f"{len(standbys)} standbys; with ANY {quorum} every acknowledged commit is on at "
+            f"least {quorum} of them and at most {len(missing)} cannot answer"
+        )
+    else:
+        reason = (
+            f"cannot prove {best['host']} holds every acknowledged commit: "
+            f"{', '.join(missing)} cannot answer and the quorum is ANY {quorum}"
+        )
+        if not force:
+            raise PromotionRefused(reason + "; pass force=True to promote anyway (may lose writes)")
+        reason += " — promoted anyway (force=True)"
+    return Candidate(str(best["host"]), str(best["receive_lsn"]), proven, reason)
+
+
+def _db(inv: Inventory, host: str) -> None:
+    if host not in {h.name for h in inv.group("db")}:
+        choices = ", ".join(h.name for h in inv.group("db"))
+        raise InventoryError(
+            f"{host!r} is not a db host of inventory {inv.name}; expected {choices}"
+        )
+
+
+def fence(inv: Inventory, host: str) -> str:
+    """Make sure HOST cannot acknowledge another write. Returns what was done."""
+    _db(inv, host)
+    if inv.is_lab:
+        from faultbook.lab.lab import Lab
+
+        lab = Lab(inv)
+        if lab.pid(host) is None:
+            return f"{host} is powered off already (lab)"
+        lab.crash(host)
+        return f"{host} powered off (lab power control)"
+    playbook = str(inv.vars.get("db_fence_playbook", "db_fence.yml"))
+    ansible.run_playbook(playbook, inv, extravars={"db_fence_host": host})
+    return f"{host} fenced by {playbook}"
+
+
+def promote(inv: Inventory, host: str, exclude: Iterable[str] = ()) -> ansible.PlaybookResult:
+    _db(inv, host)
+    return ansible.run_playbook(
+        "db_promote.yml",
+        inv,
+        extravars={"db_new_primary": host, "db_exclude": ",".join(exclude)},
+    )
+
+
+def switchover(inv: Inventory, old: str, new: str) -> ansible.PlaybookResult:
+    _db(inv, old)
+    _db(inv, new)
+    return ansible.run_playbook(
+        "db_switchover.yml", inv, extravars={"db_old_primary": old, "db_new_primary": new}
+    )
+
+
+def rejoin(inv: Inventory, host: str, primary: str, method: str = "auto") -> ansible.PlaybookResult:
+    """Bring HOST back as a standby of PRIMARY (powering it on first in the lab)."""
+    _db(inv, host)
+    _db(inv, primary)
+    if method not in ("auto", "rewind", "reclone"):
+        raise InventoryError(f"rejoin method must be auto, rewind or reclone, got {method!r}")
+    if inv.is_lab:
+        from faultbook.lab.lab import Lab
+
+        lab = Lab(inv)
+        if lab.pid(host) is None:
+            lab.boot(host)  # the start guard keeps PostgreSQL down: another primary exists
+    return ansible.run_playbook(
+        "db_rejoin.yml",
+        inv,
+        extravars={
+            "db_rejoin_host": host,
+            "db_primary": primary,
+            "postgresql_rejoin_method": method,
+        },
+    )
+
+
+def wait(
+    check: Callable[[], Any], timeout_s: float, poll_s: float = 0.5, what: str = "condition"
+) -> Any:
+    """Poll CHECK until it returns something truthy; raise FaultbookError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except FaultbookError as exc:
+            last = exc
+            log.debug("waiting for %s: %s", what, exc)
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() > deadline:
+            raise FaultbookError(f"timed out after {timeout_s:g}s waiting for {what} ({last})")
+        time.sleep(poll_s)
+
+
+def quorum_ok(inv: Inventory, expected_standbys: int | None = None) -> str | None:
+    """The primary's name when it has every other db host streaming and a sync standby."""
+    state = cluster_state(inv)
+    prim = primaries(state)
+    if len(prim) != 1:
+        return None
+    rep = replication(inv, prim[0])
+    want = expected_standbys if expected_standbys is not None else len(inv.group("db")) - 1
+    streaming = rep[rep["state"] == "streaming"]
+    synced = streaming[streaming["sync_state"].isin(["sync", "quorum"])]
+    if len(streaming) >= want and len(synced) >= sync_quorum(inv):
+        return prim[0]
+    return None
+
+
+def present_ids(inv: Inventory, primary: str, ids: Iterable[int]) -> set[int]:
+    """Which of IDS exist in the ledger on PRIMARY (one range query)."""
+    wanted = sorted(set(int(i) for i in ids))
+    if not wanted:
+        return set()
+    sql = f"SELECT id FROM orders WHERE id BETWEEN {wanted[0]} AND {wanted[-1]}"
+    out = stack.psql(inv, primary, sql, db="ledger", timeout=60)
+    return {int(x) for x in out.split()} & set(wanted)
+
+
+def old_timeline_rows(inv: Inventory, host: str, since_id: int) -> set[int]:
+    """Ids above SINCE_ID in HOST's ledger (used before a rewind, on a healed old primary)."""
+    out = stack.psql(inv, host, f"SELECT id FROM orders WHERE id > {int(since_id)}", db="ledger")
+    return {int(x) for x in out.split()}
+
+
+def check_backups(inv: Inventory) -> str:
+    """`pgbackrest check` from the repository host: archiving and backup both work."""
+    host = inv.group("backup")[0].name
+    for user in ("pgbackrest", "postgres"):
+        r = ssh.run(
+            inv, host, f"cd /tmp && sudo -n -u {user} pgbackrest --stanza=main check", timeout=120
+        )
+        if r.ok:
+            return f"pgbackrest check passed on {host} (as {user})"
+    raise FaultbookError(
+        f"pgbackrest check on {host} failed: {(r.stderr or r.stdout).strip()[-300:]}"
+    )
+
+
+def pick_target(state: pd.DataFrame, primary: str | None, target: str, mode: str) -> str | None:
+    """The primary this run deals with, or None when there is nothing to do.
+
+    drill/switchover: the current primary (TARGET, if given, must be it).
+    incident: the lost primary — TARGET, or the one db host that is down.
+    """
+    hosts = list(state["host"])
+    if target and target not in hosts:
+        raise InventoryError(f"target {target!r} is not a db host; expected one of {hosts}")
+    if mode != "incident":
+        if primary is None:
+            raise PromotionRefused("no single primary to start from; run the incident mode")
+        if target and target != primary:
+            raise InventoryError(f"target {target!r} is not the primary; the primary is {primary}")
+        return primary
+    if primary is not None:
+        return None  # a writable primary exists: nothing for this runbook to do
+    if target:
+        return target
+    lost = list(state.loc[state["role"].isin(["unreachable", "down"]), "host"])
+    if len(lost) != 1:
+        raise InventoryError(
+            f"cannot tell which host was the primary (down: {lost or 'none'}); set target"
+        )
+    return str(lost[0])
+
+
+def switchover_candidate(inv: Inventory, primary: str, wanted: str = "") -> str:
+    """WANTED, or the most advanced streaming synchronous standby of PRIMARY."""
+    rep = replication(inv, primary)
+    ok = rep[(rep["state"] == "streaming") & rep["sync_state"].isin(["sync", "quorum"])]
+    if wanted:
+        _db(inv, wanted)
+        if wanted not in set(ok["standby"]):
+            raise PromotionRefused(f"{wanted} is not a streaming synchronous standby of {primary}")
+        return wanted
+    if ok.empty:
+        raise PromotionRefused(f"{primary} has no streaming synchronous standby to switch to")
+    ranked = ok.assign(_lsn=[lsn_to_int(x) or 0 for x in ok["flush_lsn"]])
+    return str(ranked.sort_values(["_lsn", "standby"], ascending=[False, True]).iloc[0]["standby"])
+
+
+def verify_write(inv: Inventory, primary: str) -> int:
+    """One order through the VIP; it must be on PRIMARY. Returns its id."""
+    import uuid
+
+    s = stack.session(inv)
+    key = f"verify-{uuid.uuid4()}"
+    r = s.post(
+        stack.vip_url(inv, "/orders"),
+        json={"customer": "failover-verify", "amount_cents": 1},
+        headers={"Idempotency-Key": key},
+        timeout=15,
+    )
+    if r.status_code not in (200, 201):
+        raise FaultbookError(
+            f"a write through the VIP answered HTTP {r.status_code}: {r.text[:200]}"
+        )
+    oid = int(r.json()["id"])
+    if not present_ids(inv, primary, [oid]):
+        raise FaultbookError(f"order {oid} was acknowledged but is not on {primary}")
+    return oid
