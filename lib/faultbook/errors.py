@@ -73,3 +73,24 @@ class PlaybookFailed(FaultbookError):
 
 class DrillAborted(FaultbookError):
     """A drill stopped before it could finish; the stack may need attention."""
+
+
+class AlertTimeout(DrillAborted):
+    """An alert the drill waits for did not fire in time."""
+
+
+class ConditionTimeout(DrillAborted):
+    """A Prometheus expression did not reach the expected state in time."""
+
+
+class PrometheusError(FaultbookError):
+    """Prometheus did not answer, or rejected a query (the message names the expression).
+
+    ``transient`` is True when asking again may succeed (no connection, a
+    timeout, a 5xx answer) and False when the query itself is wrong.
+    """
+
+    def __init__(self, message: str, *, expr: str | None = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.expr = expr
+        self.transient = transient

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
 import matplotlib
 
 matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(
     ("module://", "nbagg")
 ) else None
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
@@ -33,5 +40,294 @@ def health_chart(df: pd.DataFrame) -> Figure:
     down = [h for h, r in zip(hosts, df["reachable"], strict=True) if not r]
     title = "host health" + (f" — unreachable: {', '.join(down)}" if down else "")
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# -- drill timelines ----------------------------------------------------------
+
+# Marker colours stay clear of the data's: green ok, red failed, blue/orange POST/GET.
+MARKER_COLOURS = {
+    "fault injected": "black",
+    "detected": "tab:purple",
+    "action": "tab:brown",
+    "recovered": "tab:cyan",
+    "fault reverted": "tab:olive",
+}
+_SPARE_COLOURS = ("tab:pink", "tab:gray", "gold", "navy", "tab:blue", "tab:orange")
+_SERIES_LABELS = ("instance", "server", "backend", "proxy", "job", "__name__")
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    """A Timestamp in UTC; a naive value is taken to be UTC already."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _naive_utc(values: Any) -> Any:
+    """Times (Series, Timestamp, datetime) as naive UTC numpy datetime64[ns] for matplotlib."""
+    if isinstance(values, pd.Series):
+        s = pd.to_datetime(values, utc=True)
+        return s.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return _utc(values).tz_localize(None).to_datetime64()
+
+
+def _marker_colours(markers: Mapping[str, datetime | None]) -> dict[str, str]:
+    spare = iter(_SPARE_COLOURS * 4)
+    out = {}
+    used = set()
+    for name in markers:
+        colour = MARKER_COLOURS.get(name)
+        if colour is None or colour in used:
+            colour = next(c for c in spare if c not in used)
+        used.add(colour)
+        out[name] = colour
+    return out
+
+
+def _draw_markers(
+    axes: Sequence[Axes],
+    markers: Mapping[str, Any],
+    colours: Mapping[str, str],
+    to_x: Any = _naive_utc,
+) -> None:
+    """A dashed vertical line per marker on every axis, its name on the top one."""
+    for name, when in markers.items():
+        if when is None:
+            continue
+        x = to_x(when)
+        for i, ax in enumerate(axes):
+            ax.axvline(x, linestyle="--", linewidth=1.2, color=colours[name], label=name)
+            if i == 0:
+                ax.annotate(
+                    name,
+                    xy=(x, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(2, -2),
+                    textcoords="offset points",
+                    rotation=90,
+                    va="top",
+                    ha="left",
+                    fontsize=8,
+                    color=colours[name],
+                )
+
+
+def requests_per_second(records: pd.DataFrame) -> pd.DataFrame:
+    """Requests by second of ``sent_at`` (UTC, 1 s bins): columns ``ok`` and ``failed``."""
+    if len(records) == 0:
+        return pd.DataFrame(
+            {"ok": pd.Series([], dtype="int64"), "failed": pd.Series([], dtype="int64")},
+            index=pd.DatetimeIndex([], tz="UTC", name="second"),
+        )
+    sec = pd.to_datetime(records["sent_at"], utc=True).dt.floor("1s")
+    ok = records["ok"].astype(bool).to_numpy()
+    frame = pd.DataFrame({"second": sec, "ok": ok.astype(int), "failed": (~ok).astype(int)})
+    counts = frame.groupby("second")[["ok", "failed"]].sum()
+    full = pd.date_range(counts.index.min(), counts.index.max(), freq="1s", name="second")
+    return counts.reindex(full, fill_value=0).astype("int64")
+
+
+def _plot_rate(ax: Axes, records: pd.DataFrame, x_of: Any = _naive_utc) -> None:
+    rate = requests_per_second(records)
+    if rate.empty:
+        ax.text(0.5, 0.5, "no requests", transform=ax.transAxes, ha="center", va="center")
+    else:
+        # one point per bin, drawn as a step over the whole second
+        edges = pd.Series(list(rate.index) + [rate.index[-1] + pd.Timedelta(seconds=1)])
+        x = x_of(edges)
+        for col, colour in (("ok", "tab:green"), ("failed", "tab:red")):
+            y = list(rate[col]) + [int(rate[col].iloc[-1])]
+            ax.step(x, y, where="post", color=colour, label=f"{col} / s")
+    ax.set_ylabel("requests / s")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+
+
+def _plot_latency(ax: Axes, records: pd.DataFrame) -> None:
+    answered = records[records["status"] != 0] if len(records) else records
+    styles = {
+        ("POST", True): ("o", "tab:blue", "POST"),
+        ("GET", True): ("^", "tab:orange", "GET"),
+        ("POST", False): ("o", "tab:red", "POST failed"),
+        ("GET", False): ("^", "darkred", "GET failed"),
+    }
+    drawn = False
+    for (kind, ok), (marker, colour, label) in styles.items():
+        part = answered[(answered["kind"] == kind) & (answered["ok"].astype(bool) == ok)]
+        if part.empty:
+            continue
+        ax.scatter(
+            _naive_utc(part["sent_at"]),
+            part["latency_ms"].to_numpy(dtype=float),
+            s=9,
+            marker=marker,
+            color=colour,
+            alpha=0.7,
+            label=label,
+        )
+        drawn = True
+    if drawn and (answered["latency_ms"] > 0).any():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+    if not drawn:
+        ax.text(0.5, 0.5, "no answers", transform=ax.transAxes, ha="center", va="center")
+    ax.set_ylabel("latency (ms)")
+    ax.grid(alpha=0.3)
+
+
+def _series_label(labels: Mapping[str, Any], varying: Sequence[str]) -> str:
+    shown = [f"{k}={labels[k]}" for k in varying if labels.get(k, "") != ""]
+    return ", ".join(shown) or "value"
+
+
+def _plot_prom(ax: Axes, prom: pd.DataFrame, prom_title: str) -> None:
+    label_cols = [c for c in prom.columns if c not in ("timestamp", "value")]
+    varying = [c for c in label_cols if prom[c].astype(str).nunique() > 1]
+    preferred = [c for c in _SERIES_LABELS if c in varying]
+    varying = preferred or varying
+    if label_cols:
+        groups = prom.groupby(label_cols, sort=True, dropna=False)
+        for key, part in groups:
+            keys = key if isinstance(key, tuple) else (key,)
+            labels = dict(zip(label_cols, keys, strict=True))
+            part = part.sort_values("timestamp")
+            ax.plot(
+                _naive_utc(part["timestamp"]),
+                part["value"].to_numpy(dtype=float),
+                label=_series_label(labels, varying),
+                linewidth=1.2,
+            )
+    else:
+        part = prom.sort_values("timestamp")
+        ax.plot(_naive_utc(part["timestamp"]), part["value"].to_numpy(dtype=float), label="value")
+    ax.set_ylabel(prom_title or "Prometheus")
+    ax.grid(alpha=0.3)
+
+
+def _legend(ax: Axes) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), loc="upper left", fontsize=8, ncol=2)
+
+
+def timeline(
+    records: pd.DataFrame,
+    markers: Mapping[str, datetime | None] | None = None,
+    prom: pd.DataFrame | None = None,
+    prom_title: str = "",
+    title: str = "",
+) -> Figure:
+    """A drill on one time axis (UTC): requests/s, latency, and a Prometheus query.
+
+    Panels: ok and failed requests per second of ``sent_at``; the latency of
+    each answered request by kind (log scale); the series of ``prom`` (a
+    ``monitoring.query_range`` frame), left out when ``prom`` is None or empty.
+    Each non-None marker is a dashed vertical line on every panel.
+    """
+    markers = dict(markers or {})
+    has_prom = prom is not None and not prom.empty
+    n = 3 if has_prom else 2
+    fig, axes_arr = plt.subplots(n, 1, figsize=(12, 2.8 * n + 0.6), sharex=True, squeeze=False)
+    axes = list(axes_arr[:, 0])
+    _plot_rate(axes[0], records)
+    _plot_latency(axes[1], records)
+    if has_prom:
+        assert prom is not None
+        _plot_prom(axes[2], prom, prom_title)
+    _draw_markers(axes, markers, _marker_colours(markers))
+    for ax in axes:
+        _legend(ax)
+    axes[-1].set_xlabel("time (UTC)")
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def drills_summary_chart(rows: pd.DataFrame) -> Figure:
+    """RTO per drill as bars, each annotated with its lost writes and failed requests.
+
+    ``rows`` has columns ``drill``, ``rto_s``, ``lost_writes``, ``failed_requests``;
+    a missing value shows as "n/a".
+    """
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(rows) + 2), 4.0))
+    if len(rows) == 0:
+        ax.text(0.5, 0.5, "no drills", transform=ax.transAxes, ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    names = [str(d) for d in rows["drill"]]
+    rto = pd.to_numeric(rows["rto_s"], errors="coerce")
+    bars = ax.bar(names, rto.fillna(0.0), color="tab:blue")
+
+    def fmt(v: Any) -> str:
+        return "n/a" if pd.isna(v) else f"{int(v)}"
+
+    for bar, r, lost, failed in zip(
+        bars, rto, rows["lost_writes"], rows["failed_requests"], strict=True
+    ):
+        rto_text = "n/a" if pd.isna(r) else f"{r:.1f} s"
+        ax.annotate(
+            f"{rto_text}\nlost {fmt(lost)}\nfailed {fmt(failed)}",
+            xy=(bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="tab:red" if not pd.isna(lost) and lost > 0 else "black",
+        )
+    top = float(rto.max()) if rto.notna().any() else 0.0
+    ax.set_ylim(0, max(top * 1.35, 1.0))
+    ax.set_ylabel("RTO (s)")
+    ax.set_title("drills: recovery time, lost writes, failed requests")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def combined_timeline(
+    drills: Sequence[tuple[str, pd.DataFrame, Mapping[str, datetime | None]]],
+) -> Figure:
+    """One row per drill: ok and failed requests per second, with that drill's markers.
+
+    Drills ran at different times, so each row's x axis is seconds relative to
+    its "fault injected" marker (or to its first request when it has none);
+    the rows share that axis.
+    """
+    n = max(len(drills), 1)
+    fig, axes_arr = plt.subplots(n, 1, figsize=(12, 2.2 * n + 0.8), sharex=True, squeeze=False)
+    axes = list(axes_arr[:, 0])
+    if not drills:
+        axes[0].text(0.5, 0.5, "no drills", transform=axes[0].transAxes, ha="center")
+        return fig
+    for ax, (name, records, markers) in zip(axes, drills, strict=True):
+        fault = markers.get("fault injected")
+        if fault is not None:
+            t0, origin = _utc(fault), "fault injected"
+        elif len(records):
+            t0, origin = pd.to_datetime(records["sent_at"], utc=True).min(), "first request"
+        else:
+            t0, origin = None, ""
+
+        def rel(values: Any, t0: Any = t0) -> Any:
+            if isinstance(values, pd.Series):
+                return (pd.to_datetime(values, utc=True) - t0).dt.total_seconds().to_numpy()
+            return (_utc(values) - t0).total_seconds()
+
+        if t0 is None:
+            ax.text(0.5, 0.5, "no requests", transform=ax.transAxes, ha="center", va="center")
+        else:
+            _plot_rate(ax, records, rel)
+        live = {k: v for k, v in markers.items() if v is not None}
+        if t0 is not None:
+            _draw_markers([ax], live, _marker_colours(live), rel)
+        ax.set_title(f"{name}" + (f" (t = 0: {origin})" if origin else ""), fontsize=10)
+        ax.set_ylabel("req / s")
+        _legend(ax)
+    axes[-1].set_xlabel("seconds")
     fig.tight_layout()
     return fig

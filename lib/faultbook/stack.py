@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from faultbook import ssh
+from faultbook import monitoring, ssh
 from faultbook.errors import FaultbookError
 from faultbook.inventory import Inventory
 from faultbook.paths import faultbook_home
@@ -48,22 +48,17 @@ def _plain() -> requests.Session:
 
 
 def prometheus_url(inv: Inventory) -> str:
-    return f"http://{inv.group('mon')[0].address}:9090"
+    return monitoring.prometheus_url(inv)
 
 
 def prom_query(inv: Inventory, expr: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    r = requests.get(f"{prometheus_url(inv)}/api/v1/query", params={"query": expr}, timeout=timeout)
-    r.raise_for_status()
-    body = r.json()
-    if body.get("status") != "success":
-        raise FaultbookError(f"Prometheus query {expr!r} failed: {body.get('error')}")
-    return list(body["data"]["result"])
+    """The raw ``result`` list of an instant query (see ``monitoring.query`` for a DataFrame)."""
+    return monitoring.raw_query(inv, expr, timeout=timeout)
 
 
 def firing_alerts(inv: Inventory, timeout: float = 5.0) -> list[dict[str, Any]]:
-    r = _plain().get(f"{prometheus_url(inv)}/api/v1/alerts", timeout=timeout)
-    r.raise_for_status()
-    return [a for a in r.json()["data"]["alerts"] if a.get("state") == "firing"]
+    """Raw firing alerts (see ``monitoring.alerts`` for a DataFrame)."""
+    return [a for a in monitoring.raw_alerts(inv, timeout=timeout) if a.get("state") == "firing"]
 
 
 def psql(inv: Inventory, host: str, sql: str, db: str = "postgres", timeout: float = 15) -> str:

@@ -1,0 +1,360 @@
+"""Prometheus' HTTP API into pandas: instant and range queries, alerts, waiting for either.
+
+Every function takes the target as an ``Inventory`` (Prometheus runs on the
+first host of group ``mon``, port 9090) or as a base URL string such as
+``"http://127.0.0.1:9090"`` (tests, tunnels).
+
+Frames
+    ``query``        one row per series: the label columns (sorted, ``__name__``
+                     first when present), ``value`` (float) and ``timestamp``.
+    ``query_range``  long format: ``timestamp``, ``value`` and the label
+                     columns, one row per sample, series after series.
+    ``alerts``       ``alertname``, ``state``, ``severity``, ``instance``,
+                     ``active_at``, ``summary`` and ``labels`` (a dict of all
+                     labels).
+
+Timestamps are ``datetime64[ns, UTC]``. A label a series does not carry is
+"" (Prometheus treats a missing label and an empty one alike).
+
+Failures raise ``PrometheusError`` with the expression in a one-line message;
+its ``transient`` flag says whether asking again may help. The wait functions
+poll through transient failures and give up at their deadline with
+``AlertTimeout`` / ``ConditionTimeout`` (both ``DrillAborted``).
+
+This module imports only ``errors`` and ``inventory``; ``stack`` delegates to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import requests
+
+from faultbook.errors import AlertTimeout, ConditionTimeout, ParameterError, PrometheusError
+from faultbook.inventory import Inventory
+
+log = logging.getLogger(__name__)
+
+TS_DTYPE = "datetime64[ns, UTC]"
+ALERT_COLUMNS = ("alertname", "state", "severity", "instance", "active_at", "summary", "labels")
+MAX_ERROR_CHARS = 300
+
+
+def prometheus_url(inv: Inventory) -> str:
+    """Prometheus' base URL: the first host of group ``mon``, port 9090."""
+    return f"http://{inv.group('mon')[0].address}:9090"
+
+
+def _base(target: Inventory | str) -> str:
+    if isinstance(target, str):
+        return target.rstrip("/")
+    return prometheus_url(target)
+
+
+def _session() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # never through a proxy from the environment
+    return s
+
+
+def _one_line(text: object) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= MAX_ERROR_CHARS else s[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _unix(ts: datetime, name: str) -> float:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ParameterError(f"{name}={ts!r} is naive: expected a timezone-aware (UTC) datetime")
+    return ts.timestamp()
+
+
+def api(
+    target: Inventory | str,
+    path: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    timeout: float = 5.0,
+    expr: str | None = None,
+) -> Any:
+    """GET ``path`` of Prometheus' API and return the ``data`` member of a successful answer.
+
+    Raises PrometheusError naming ``expr`` (or the path) when Prometheus cannot be
+    reached, answers with something other than JSON, or reports ``status: error``.
+    """
+    url = _base(target) + path
+    what = f"Prometheus query {expr!r}" if expr is not None else f"Prometheus {path}"
+    try:
+        with _session() as s:
+            r = s.get(url, params=dict(params or {}), timeout=timeout)
+    except requests.Timeout:
+        raise PrometheusError(
+            f"{what}: no answer from {url} within {timeout:g} s", expr=expr, transient=True
+        ) from None
+    except requests.RequestException as exc:
+        raise PrometheusError(
+            f"{what}: cannot reach {url}: {type(exc).__name__}: {_one_line(exc)}",
+            expr=expr,
+            transient=True,
+        ) from None
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise PrometheusError(
+            f"{what}: HTTP {r.status_code} from {url} with a non-JSON body: {_one_line(r.text)}",
+            expr=expr,
+            transient=r.status_code >= 500,
+        )
+    if body.get("status") != "success" or r.status_code >= 400:
+        kind = body.get("errorType") or f"HTTP {r.status_code}"
+        raise PrometheusError(
+            f"{what} failed: {kind}: {_one_line(body.get('error', 'no error message'))}",
+            expr=expr,
+            transient=r.status_code >= 500,
+        )
+    for w in body.get("warnings") or ():
+        log.warning("%s: Prometheus warns: %s", what, _one_line(w))
+    return body.get("data")
+
+
+def raw_query(target: Inventory | str, expr: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The ``result`` list of an instant query, as Prometheus sends it."""
+    data = api(target, "/api/v1/query", {"query": expr}, timeout=timeout, expr=expr)
+    return list(data["result"])
+
+
+def raw_alerts(target: Inventory | str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Every alert (pending and firing), as Prometheus sends it."""
+    data = api(target, "/api/v1/alerts", timeout=timeout)
+    return list(data["alerts"])
+
+
+def _timestamps(values: list[float]) -> pd.Series:
+    return pd.Series(pd.to_datetime(values, unit="s", utc=True), dtype=TS_DTYPE)
+
+
+def _label_order(labels: set[str]) -> list[str]:
+    return sorted(labels, key=lambda k: (k != "__name__", k))
+
+
+def _samples_frame(series: list[dict[str, Any]], value_first: bool) -> pd.DataFrame:
+    """One row per (series, sample) from ``[{"metric": {...}, "values": [[t, "v"], ...]}]``."""
+    labels = _label_order({k for s in series for k in s.get("metric", {})})
+    rows: list[dict[str, Any]] = []
+    for s in series:
+        metric = s.get("metric", {})
+        samples = s["values"] if "values" in s else [s["value"]] if "value" in s else []
+        for t, v in samples:
+            row = {k: metric.get(k, "") for k in labels}
+            row["timestamp"] = float(t)
+            row["value"] = float(v)
+            rows.append(row)
+    cols = ["value", "timestamp"] if value_first else ["timestamp", "value"]
+    order = labels + cols if value_first else cols + labels
+    df = pd.DataFrame(rows, columns=order)
+    df["value"] = df["value"].astype("float64")
+    df["timestamp"] = _timestamps(list(df["timestamp"]))
+    for k in labels:
+        df[k] = df[k].astype(str)
+    return df.reset_index(drop=True)
+
+
+def _result_frame(data: Mapping[str, Any], value_first: bool) -> pd.DataFrame:
+    kind = data.get("resultType")
+    result = data.get("result")
+    if kind in ("scalar", "string"):
+        t, v = result  # type: ignore[misc]
+        try:
+            value = float(v)
+        except ValueError:
+            value = math.nan
+        return _samples_frame([{"metric": {}, "value": [t, value]}], value_first)
+    return _samples_frame(list(result or []), value_first)
+
+
+def query(
+    target: Inventory | str, expr: str, at: datetime | None = None, timeout: float = 5.0
+) -> pd.DataFrame:
+    """Evaluate ``expr`` at ``at`` (default: now): one row per series, labels + value + timestamp.
+
+    A scalar result is one row without labels; a range-vector selector
+    (``up[1m]``) gives one row per sample.
+    """
+    params: dict[str, Any] = {"query": expr}
+    if at is not None:
+        params["time"] = _unix(at, "at")
+    data = api(target, "/api/v1/query", params, timeout=timeout, expr=expr)
+    return _result_frame(data, value_first=True)
+
+
+def query_range(
+    target: Inventory | str,
+    expr: str,
+    start: datetime,
+    end: datetime,
+    step_s: float = 1.0,
+    timeout: float = 10.0,
+) -> pd.DataFrame:
+    """Evaluate ``expr`` from ``start`` to ``end`` every ``step_s``: timestamp, value, labels."""
+    t0, t1 = _unix(start, "start"), _unix(end, "end")
+    if t1 < t0:
+        raise ParameterError(f"end={end.isoformat()} is before start={start.isoformat()}")
+    if not step_s > 0:
+        raise ParameterError(f"step_s={step_s!r} is invalid: expected a number of seconds > 0")
+    params = {"query": expr, "start": t0, "end": t1, "step": step_s}
+    data = api(target, "/api/v1/query_range", params, timeout=timeout, expr=expr)
+    return _result_frame(data, value_first=False)
+
+
+def _alerts_frame(raw: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for a in raw:
+        labels = dict(a.get("labels") or {})
+        annotations = a.get("annotations") or {}
+        rows.append(
+            {
+                "alertname": str(labels.get("alertname", "")),
+                "state": str(a.get("state", "")),
+                "severity": str(labels.get("severity", "")),
+                "instance": str(labels.get("instance", "")),
+                "active_at": a.get("activeAt"),
+                "summary": str(annotations.get("summary", "")),
+                "labels": labels,
+            }
+        )
+    df = pd.DataFrame(rows, columns=list(ALERT_COLUMNS))
+    # Prometheus sends RFC 3339 with nanoseconds; "0001-01-01T00:00:00Z" (never
+    # active) is out of range for nanoseconds and becomes NaT.
+    df["active_at"] = pd.Series(
+        pd.to_datetime(df["active_at"], utc=True, format="ISO8601", errors="coerce"),
+        dtype=TS_DTYPE,
+    )
+    for col in ("alertname", "state", "severity", "instance", "summary"):
+        df[col] = df[col].astype(str)
+    df["labels"] = df["labels"].astype(object)
+    return df.sort_values(["active_at", "alertname"], kind="stable").reset_index(drop=True)
+
+
+def alerts(
+    target: Inventory | str, state: str | None = "firing", timeout: float = 5.0
+) -> pd.DataFrame:
+    """Alerts in ``state`` ("firing", "pending"; None: all), oldest first."""
+    raw = raw_alerts(target, timeout=timeout)
+    if state is not None:
+        raw = [a for a in raw if a.get("state") == state]
+    return _alerts_frame(raw)
+
+
+def _matches(labels: Mapping[str, Any], match: Mapping[str, str] | None) -> bool:
+    return all(str(labels.get(k, "")) == str(v) for k, v in (match or {}).items())
+
+
+def _poll(
+    what: str,
+    attempt: Callable[[float], Any],
+    timeout_s: float,
+    poll_s: float,
+) -> tuple[bool, Any, str]:
+    """Call ``attempt(request_timeout)`` until it returns non-None or the deadline passes.
+
+    Returns (found, value, last transient error). Non-transient Prometheus
+    errors (a bad expression) propagate at once.
+    """
+    deadline = time.monotonic() + max(timeout_s, 0.0)
+    last_error = ""
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            value = attempt(max(0.5, min(5.0, remaining)))
+        except PrometheusError as exc:
+            if not exc.transient:
+                raise
+            last_error = str(exc)
+            log.debug("%s: %s (retrying)", what, exc)
+            value = None
+        if value is not None:
+            return True, value, last_error
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False, None, last_error
+        time.sleep(min(poll_s, remaining))
+
+
+def wait_for_alert(
+    target: Inventory | str,
+    name: str,
+    timeout_s: float,
+    poll_s: float = 0.5,
+    match: Mapping[str, str] | None = None,
+) -> pd.Series:
+    """Poll until alert ``name`` fires (with labels equal to ``match``); return its row.
+
+    The row is the oldest matching firing alert (see ``alerts``). Raises
+    AlertTimeout naming the alert when none fires within ``timeout_s``.
+    """
+
+    def attempt(request_timeout: float) -> pd.Series | None:
+        df = alerts(target, state="firing", timeout=request_timeout)
+        for _, row in df.iterrows():
+            if row["alertname"] == name and _matches(row["labels"], match):
+                return row
+        return None
+
+    found, row, last_error = _poll(f"waiting for alert {name}", attempt, timeout_s, poll_s)
+    if not found:
+        where = f" with {dict(match)}" if match else ""
+        why = f"; last error: {last_error}" if last_error else ""
+        raise AlertTimeout(f"alert {name}{where} did not fire within {timeout_s:g} s{why}")
+    log.info("alert %s firing (active since %s)", name, row["active_at"])
+    return row
+
+
+def wait_until(
+    target: Inventory | str,
+    expr: str,
+    predicate: Callable[[pd.DataFrame], bool],
+    timeout_s: float,
+    poll_s: float = 0.5,
+) -> pd.DataFrame:
+    """Poll ``query(expr)`` until ``predicate(frame)`` is true; return that frame.
+
+    Raises ConditionTimeout naming the expression (and what it last returned)
+    when the predicate is still false after ``timeout_s``.
+    """
+    last: list[pd.DataFrame] = []
+
+    def attempt(request_timeout: float) -> pd.DataFrame | None:
+        df = query(target, expr, timeout=request_timeout)
+        last[:] = [df]
+        return df if predicate(df) else None
+
+    found, df, last_error = _poll(f"waiting on {expr!r}", attempt, timeout_s, poll_s)
+    if not found:
+        seen = (
+            f"; last result: {_one_line(_describe(last[0]))}"
+            if last
+            else f"; last error: {last_error}"
+            if last_error
+            else ""
+        )
+        raise ConditionTimeout(f"condition on {expr!r} not met within {timeout_s:g} s{seen}")
+    return df
+
+
+def _describe(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "no series"
+    labels = [c for c in df.columns if c not in ("value", "timestamp")]
+    parts = []
+    for _, row in df.head(5).iterrows():
+        name = ",".join(f"{k}={row[k]}" for k in labels if row[k] != "")
+        parts.append(f"{{{name}}} {row['value']:g}")
+    more = f" (+{len(df) - 5} more)" if len(df) > 5 else ""
+    return "; ".join(parts) + more
