@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -149,6 +150,7 @@ def run_playbook(
             event_handler(ev)
         return True
 
+    _prune_artifacts(private / "artifacts")
     t0 = time.monotonic()
     r = ansible_runner.run(
         private_data_dir=str(private),
@@ -161,7 +163,7 @@ def run_playbook(
         envvars=_envvars(inv),
         quiet=True,
         event_handler=on_event,
-        rotate_artifacts=5,
+        rotate_artifacts=0,  # pruned by _prune_artifacts: never another process's live run
     )
     duration = time.monotonic() - t0
     stats: dict[str, HostStats] = {}
@@ -190,6 +192,22 @@ def run_playbook(
             msg = " | ".join(tail) or f"ansible-runner status {r.status}"
         raise PlaybookFailed(path.name, result.rc, host, task, msg)
     return result
+
+
+def _prune_artifacts(artifacts: Path, keep: int = 20, min_age_s: float = 3600) -> None:
+    """Delete old run folders: beyond the newest KEEP, and only those untouched for an hour.
+
+    ansible-runner's own rotation deletes by count, including the folders of
+    runs still going on in other processes (drills and tests run playbooks
+    side by side on one inventory).
+    """
+    if not artifacts.is_dir():
+        return
+    runs = sorted((p for p in artifacts.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    cutoff = time.time() - min_age_s
+    for p in runs[: max(0, len(runs) - keep)]:
+        if p.stat().st_mtime < cutoff:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def first_failure(events: list[dict[str, Any]]) -> tuple[str | None, str | None, str | None]:
