@@ -86,9 +86,11 @@ def parse_state(host: str, out: str) -> dict[str, Any]:
     }
 
 
-def cluster_state(inv: Inventory, timeout: float = 3.0) -> pd.DataFrame:
-    """Each db host: reachable, primary or standby, its LSNs and whom it streams from."""
-    hosts = [h.name for h in inv.group("db")]
+def cluster_state(
+    inv: Inventory, timeout: float = 3.0, hosts: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Each db host (or HOSTS): reachable, primary or standby, LSNs, whom it streams from."""
+    hosts = list(hosts) if hosts is not None else [h.name for h in inv.group("db")]
     cmd = f"cd /tmp && sudo -n -u postgres psql -X -A -t -c {ssh._quote(STATE_SQL)}"
     results = ssh.run_many(inv, hosts, cmd, timeout=timeout)
     rows = []
@@ -148,6 +150,18 @@ class Candidate:
     lsn: str
     proven: bool
     reason: str
+
+
+def confirm_lost(probe: pd.DataFrame, old_primary: str) -> str:
+    """The second signal after the alert: the old primary must not answer as a primary."""
+    row = probe[probe["host"] == old_primary]
+    if len(row) and row.iloc[0]["role"] == "primary":
+        raise PromotionRefused(
+            f"the alert fired but {old_primary} answers as a primary: not failing over "
+            "(check the monitoring path instead)"
+        )
+    others = ", ".join(f"{h}={r}" for h, r in zip(probe["host"], probe["role"], strict=True))
+    return f"{old_primary} does not answer as a primary ({others})"
 
 
 def choose_candidate(
