@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import requests
 
 from faultbook import ansible, ssh, stack
 from faultbook.errors import FaultbookError, InventoryError, SSHError
@@ -369,22 +370,30 @@ def switchover_candidate(inv: Inventory, primary: str, wanted: str = "") -> str:
     return str(ranked.sort_values(["_lsn", "standby"], ascending=[False, True]).iloc[0]["standby"])
 
 
-def verify_write(inv: Inventory, primary: str) -> int:
-    """One order through the VIP; it must be on PRIMARY. Returns its id."""
+def verify_write(inv: Inventory, primary: str, timeout_s: float = 60.0) -> int:
+    """One order through the VIP (retried with the same Idempotency-Key until it is
+    acknowledged or TIMEOUT_S passes); it must be on PRIMARY. Returns its id."""
     import uuid
 
     s = stack.session(inv)
     key = f"verify-{uuid.uuid4()}"
-    r = s.post(
-        stack.vip_url(inv, "/orders"),
-        json={"customer": "failover-verify", "amount_cents": 1},
-        headers={"Idempotency-Key": key},
-        timeout=15,
-    )
-    if r.status_code not in (200, 201):
-        raise FaultbookError(
-            f"a write through the VIP answered HTTP {r.status_code}: {r.text[:200]}"
-        )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            r = s.post(
+                stack.vip_url(inv, "/orders"),
+                json={"customer": "failover-verify", "amount_cents": 1},
+                headers={"Idempotency-Key": key},
+                timeout=15,
+            )
+            if r.status_code in (200, 201):
+                break
+            why = f"HTTP {r.status_code}: {r.text.strip()[:120]}"
+        except requests.RequestException as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            raise FaultbookError(f"no write through the VIP succeeded in {timeout_s:g}s ({why})")
+        time.sleep(0.5)
     oid = int(r.json()["id"])
     if not present_ids(inv, primary, [oid]):
         raise FaultbookError(f"order {oid} was acknowledged but is not on {primary}")
