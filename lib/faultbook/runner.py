@@ -105,11 +105,25 @@ def validate(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
             )
             raise ParameterError(f"unknown parameter {k!r} for {name}; its parameters are: {known}")
         out[k] = coerce(declared[k], v)
-    if "mode" in out and out["mode"] not in MODES:
+    allowed = modes(name)
+    if "mode" in out and out["mode"] not in allowed:
         raise ParameterError(
-            f"parameter 'mode' expects one of {', '.join(MODES)}, got {out['mode']!r}"
+            f"parameter 'mode' expects one of {', '.join(allowed)}, got {out['mode']!r}"
         )
     return out
+
+
+def modes(name: str) -> tuple[str, ...]:
+    """The modes a runbook accepts: notebook metadata faultbook.modes, else incident/drill.
+
+    Planned operations (e.g. db-failover's switchover) are extra modes; result.json
+    records them as "drill" (run unattended, measured) with the mode in parameters.
+    """
+    import nbformat
+
+    nb = nbformat.read(runbook_path(name), as_version=4)
+    extra = nb.metadata.get("faultbook", {}).get("modes")
+    return tuple(extra) if extra else MODES
 
 
 @dataclass(frozen=True)
@@ -154,7 +168,8 @@ def run(name: str, params: Mapping[str, Any], out_dir: Path) -> RunOutcome:
     html = render_html(nb_out)
     if not result.exists():
         # The notebook stopped before it could record its own result.
-        r = Run.start(stem, str(values.get("mode", "incident")), values)
+        mode = str(values.get("mode", "incident"))
+        r = Run.start(stem, mode if mode in MODES else "drill", values)
         r.fail("execute", error or "the runbook finished without writing result.json")
         r.finish()
         r.save(out_dir)

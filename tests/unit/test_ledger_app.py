@@ -472,3 +472,56 @@ def test_host_attempts_split_a_multi_host_string_keeping_every_option() -> None:
 def test_host_attempts_pair_hosts_with_their_own_ports() -> None:
     out = ledger.host_attempts({"host": "a,b", "port": "5432,6432"}, _make_conninfo)
     assert out == ["host=a port=5432", "host=b port=6432"]
+
+
+class _FakeOperationalError(Exception):
+    pass
+
+
+class _FakePsycopg:
+    OperationalError = _FakeOperationalError
+
+    def __init__(self, up: set[str]) -> None:
+        self.up = up
+        self.calls: list[str] = []
+
+    def connect(self, conninfo: str, autocommit: bool = True) -> str:
+        self.calls.append(conninfo)
+        if conninfo not in self.up:
+            raise _FakeOperationalError(f"{conninfo}: refused")
+        return f"conn to {conninfo}"
+
+
+def _store(fake: _FakePsycopg) -> object:
+    store = ledger.PgStore.__new__(ledger.PgStore)
+    store._psycopg = fake
+    store._attempts = ["h1", "h2", "h3"]
+    store._preferred = 0
+    store._gate = __import__("threading").Lock()
+    store._failed_at = float("-inf")
+    store._failure = ""
+    return store
+
+
+def test_connect_skips_dead_hosts_and_prefers_the_last_good_one() -> None:
+    fake = _FakePsycopg(up={"h3"})
+    store = _store(fake)
+    assert store._connect() == "conn to h3"
+    assert fake.calls == ["h1", "h2", "h3"]
+    fake.calls.clear()
+    assert store._connect() == "conn to h3"
+    assert fake.calls == ["h3"]  # the host that answered last is tried first
+
+
+def test_connect_cools_down_after_every_host_failed() -> None:
+    fake = _FakePsycopg(up=set())
+    store = _store(fake)
+    with pytest.raises(_FakeOperationalError, match="no read-write database host"):
+        store._connect()
+    assert len(fake.calls) == 3
+    with pytest.raises(_FakeOperationalError, match="failed .* ago"):
+        store._connect()
+    assert len(fake.calls) == 3  # nobody hammered the dead hosts during the cool-down
+    store._failed_at -= ledger.CONNECT_COOLDOWN_S
+    fake.up.add("h2")
+    assert store._connect() == "conn to h2"

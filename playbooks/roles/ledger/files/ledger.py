@@ -379,6 +379,10 @@ SELECT_BY_ID_SQL = "SELECT " + ORDER_COLUMNS + " FROM orders WHERE id = %s"
 # 25006 read_only_sql_transaction (the session landed on a standby).
 RECONNECT_SQLSTATES = frozenset({"25006"})
 
+# After every database host refused or failed a connection, nobody in this
+# process tries again for this long (the request retry loop backs off anyway).
+CONNECT_COOLDOWN_S = 0.3
+
 
 def host_attempts(params: Mapping[str, Any], make_conninfo: Callable[..., str]) -> list[str]:
     """Split a libpq multi-host conninfo into one conninfo per host (same options)."""
@@ -427,6 +431,11 @@ class PgStore:
         # One conninfo per host, tried in turn (see _connect).
         self._attempts = host_attempts(params, make_conninfo)
         self._preferred = 0
+        # Connection gate (see _connect): one connect at a time per process,
+        # and none for CONNECT_COOLDOWN_S after every host failed.
+        self._gate = threading.Lock()
+        self._failed_at = float("-inf")
+        self._failure = ""
         self._ready_timeout_ms = int(ready_timeout_ms)
         self._on_error = on_error
         self._local = threading.local()
@@ -447,19 +456,32 @@ class PgStore:
         of moving on to the next host. The host that answered last is tried
         first, so a dead former primary costs nothing once a new one is found.
         """
-        order = list(range(len(self._attempts)))
-        start = self._preferred
-        errors = []
-        for i in order[start:] + order[:start]:
-            try:
-                conn = self._psycopg.connect(self._attempts[i], autocommit=True)
-            except self._psycopg.OperationalError as exc:
-                lines = str(exc).strip().splitlines()
-                errors.append(lines[0] if lines else repr(exc))
-                continue
-            self._preferred = i
-            return conn
-        raise self._psycopg.OperationalError("no read-write database host: " + "; ".join(errors))
+        with self._gate:
+            # While the database is down, every request thread of every worker
+            # would otherwise open TLS + SCRAM sessions to every host in a
+            # tight loop: a thundering herd that starves the machine the
+            # failover itself runs on. One thread tries; the others wait for
+            # it, and after a complete failure nobody tries for a moment.
+            since = time.monotonic() - self._failed_at
+            if since < CONNECT_COOLDOWN_S:
+                raise self._psycopg.OperationalError(
+                    f"every database host failed {since:.2f}s ago: {self._failure}"
+                )
+            order = list(range(len(self._attempts)))
+            start = self._preferred
+            errors = []
+            for i in order[start:] + order[:start]:
+                try:
+                    conn = self._psycopg.connect(self._attempts[i], autocommit=True)
+                except self._psycopg.OperationalError as exc:
+                    lines = str(exc).strip().splitlines()
+                    errors.append(lines[0] if lines else repr(exc))
+                    continue
+                self._preferred = i
+                return conn
+            self._failed_at = time.monotonic()
+            self._failure = "; ".join(errors)
+            raise self._psycopg.OperationalError("no read-write database host: " + self._failure)
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
