@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from faultbook import failover, monitoring
+from faultbook import failover, monitoring, webtier
 from faultbook.drills import DrillResult
 from faultbook.errors import DrillAborted, FaultbookError, ParameterError
 from faultbook.faults import Fault
@@ -70,7 +70,10 @@ class SteadyState:
 
     def __str__(self) -> str:
         if self.ok:
-            return f"steady state: primary {self.primary}, every standby streaming, no alert firing"
+            return (
+                f"steady state: primary {self.primary}, every standby streaming, every web node "
+                "UP, VIP held, no alert firing"
+            )
         return "not in steady state: " + "; ".join(self.problems)
 
 
@@ -91,6 +94,14 @@ def steady_state(inv: Inventory, ignore_alerts: tuple[str, ...] = ()) -> SteadyS
     for row in state.to_dict("records"):
         if row["role"] in ("unreachable", "down"):
             problems.append(f"{row['host']} is {row['role']} ({row['error']})")
+    try:
+        web = webtier.failed_backends(inv)
+        if web.failed:
+            problems.append(web.summary())
+        if webtier.vip_holder(inv) is None:
+            problems.append("no load balancer holds the VIP")
+    except FaultbookError as exc:
+        problems.append(f"web tier: {exc}")
     try:
         firing = monitoring.alerts(inv)
         names = sorted(set(firing["alertname"]) - set(ignore_alerts)) if len(firing) else []

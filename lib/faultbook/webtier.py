@@ -28,6 +28,7 @@ import io
 import logging
 import re
 import shlex
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -528,3 +529,105 @@ def vrrp_transitions(
     if not r.ok:
         raise WebTierError(f"{host}: journalctl failed: {r.stderr.strip()[:300]}")
     return [t for t in parse_vrrp_journal(r.stdout, host) if t.at >= since]
+
+
+# ------------------------------------------------------------ runbook steps
+def pick_target(health: BackendHealth, target: str, mode: str, inv: Inventory) -> str | None:
+    """The web host this run deals with, or None when there is nothing to do.
+
+    drill: TARGET (a web host). incident: TARGET, or the one failed backend server.
+    """
+    if target:
+        _member(inv, target, "web")
+    if mode == "drill":
+        if not target:
+            raise ParameterError("a web-node drill needs target: the web host to fail")
+        if health.failed:
+            raise ParameterError(f"a drill needs every web node UP first; {health.summary()}")
+        return target
+    if target:
+        return target
+    if not health.failed:
+        return None
+    if len(health.failed) > 1:
+        raise ParameterError(
+            f"several web nodes are down ({', '.join(health.failed)}); set target to one of them"
+        )
+    return health.failed[0]
+
+
+def wait_marked_down(
+    inv: Inventory, host: str, timeout_s: float, poll_s: float = 0.25
+) -> BackendHealth | None:
+    """Wait until HAProxy stats or Prometheus report HOST not UP; None if that never happened
+    within TIMEOUT_S (e.g. systemd restarted the app before the health checks failed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = failed_backends(inv, timeout=2.0)
+        if host in health:
+            return health
+        time.sleep(poll_s)
+    return None
+
+
+def pick_lb(
+    lbs: pd.DataFrame, holder: str | None, target: str, mode: str, inv: Inventory
+) -> str | None:
+    """The lb this run deals with, or None when there is nothing to do.
+
+    drill: TARGET or the VIP holder (both lbs must be healthy). incident: TARGET,
+    or the one lb that is unreachable or whose haproxy/keepalived is not active.
+    """
+    if target:
+        _member(inv, target, "lb")
+    sick = [
+        str(r["lb"])
+        for r in lbs.to_dict("records")
+        if not (r["reachable"] and r["haproxy"] and r["keepalived"] and r["healthz"])
+    ]
+    if mode == "drill":
+        if sick or holder is None:
+            raise ParameterError(
+                "an lb drill needs both lbs healthy and the VIP held "
+                f"(unhealthy: {sick or 'none'}, VIP holder: {holder})"
+            )
+        return target or holder
+    if target:
+        return target
+    if not sick:
+        return None
+    if len(sick) > 1:
+        raise ParameterError(f"several lbs are unhealthy ({', '.join(sick)}); set target")
+    return sick[0]
+
+
+def wait_vip_moved(inv: Inventory, old: str, timeout_s: float, poll_s: float = 0.2) -> str:
+    """Wait until another lb than OLD holds the VIP; return its name."""
+    deadline = time.monotonic() + timeout_s
+    seen: str | None = None
+    while time.monotonic() < deadline:
+        try:
+            seen = vip_holder(inv, timeout=2.0)
+        except WebTierError:
+            seen = None  # two holders for a moment: keep waiting for one
+        if seen is not None and seen != old:
+            return seen
+        time.sleep(poll_s)
+    raise WebTierError(f"the VIP did not leave {old} within {timeout_s:g}s (holder: {seen})")
+
+
+def require_healthy(lbs: pd.DataFrame, lb: str) -> None:
+    row = lbs[lbs["lb"] == lb]
+    if row.empty or not bool(row.iloc[0]["healthz"]) or not bool(row.iloc[0]["haproxy"]):
+        raise WebTierError(f"{lb} holds the VIP but its HAProxy is not healthy")
+
+
+def require_no_flap(inv: Inventory, holder: str, back: str, since: datetime) -> None:
+    """After BACK rejoined: HOLDER still holds the VIP and logged no VRRP transition since."""
+    now_holder = vip_holder(inv)
+    if now_holder != holder:
+        raise WebTierError(f"the VIP moved from {holder} to {now_holder} when {back} came back")
+    flaps = vrrp_transitions(inv, holder, since)
+    if flaps:
+        what = ", ".join(f"{t.state} at {t.at:%H:%M:%S}" for t in flaps)
+        raise WebTierError(f"{holder} changed VRRP state after {back} came back: {what}")
