@@ -29,7 +29,7 @@ import logging
 import re
 import shlex
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -421,14 +421,18 @@ def _check_single(inv: Inventory, found: list[str]) -> str | None:
     return found[0] if found else None
 
 
-def vip_holder(inv: Inventory, timeout: float = 5.0) -> str | None:
+def vip_holder(
+    inv: Inventory, timeout: float = 5.0, among: Sequence[str] | None = None
+) -> str | None:
     """The lb host that holds the VIP now, or None when no reachable lb does.
 
     Raises WebTierError naming both hosts when two hold it. An lb that
-    cannot be reached over SSH is logged and left out.
+    cannot be reached over SSH is logged and left out. AMONG limits the
+    lbs asked (e.g. leave out one known to be dead).
     """
     out: dict[str, str] = {}
-    for lb, r in ssh.run_many(inv, _lb_hosts(inv), "ip -o -4 addr show", timeout=timeout).items():
+    lbs = list(among) if among is not None else _lb_hosts(inv)
+    for lb, r in ssh.run_many(inv, lbs, "ip -o -4 addr show", timeout=timeout).items():
         if isinstance(r, ssh.CommandResult) and r.ok:
             out[lb] = r.stdout
         else:
@@ -605,9 +609,10 @@ def wait_vip_moved(inv: Inventory, old: str, timeout_s: float, poll_s: float = 0
     """Wait until another lb than OLD holds the VIP; return its name."""
     deadline = time.monotonic() + timeout_s
     seen: str | None = None
+    others = [lb for lb in _lb_hosts(inv) if lb != old]
     while time.monotonic() < deadline:
         try:
-            seen = vip_holder(inv, timeout=2.0)
+            seen = vip_holder(inv, timeout=2.0, among=others)
         except WebTierError:
             seen = None  # two holders for a moment: keep waiting for one
         if seen is not None and seen != old:
