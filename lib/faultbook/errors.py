@@ -94,3 +94,11 @@ class PrometheusError(FaultbookError):
         super().__init__(message)
         self.expr = expr
         self.transient = transient
+
+
+class BackupError(FaultbookError):
+    """pgBackRest failed, or the repository cannot serve the backup or restore asked for."""
+
+
+class RestoreTargetError(UsageError):
+    """A restore target or backup label no backup in the repository can serve."""

@@ -331,3 +331,167 @@ def combined_timeline(
     axes[-1].set_xlabel("seconds")
     fig.tight_layout()
     return fig
+
+
+# -- backups and restores -------------------------------------------------------
+
+BACKUP_COLOURS = {"full": "tab:blue", "diff": "tab:orange", "incr": "tab:green"}
+
+
+def backup_timeline(
+    backups_df: pd.DataFrame, markers: Mapping[str, datetime | None] | None = None
+) -> Figure:
+    """One horizontal bar per backup from its start to its stop (UTC), coloured by type.
+
+    ``backups_df`` is a ``backup.backups`` frame. Each bar is labelled with
+    the backup's label, duration and size; a backup of a few seconds is drawn
+    at least 0.4 % of the axis wide so it stays visible. Markers (a restore
+    target, say) are dashed vertical lines.
+    """
+    n = len(backups_df)
+    fig, ax = plt.subplots(figsize=(12, 1.2 + 0.45 * max(n, 1)))
+    if n == 0:
+        ax.text(0.5, 0.5, "no backups", transform=ax.transAxes, ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    starts = pd.to_datetime(backups_df["start"], utc=True)
+    stops = pd.to_datetime(backups_df["stop"], utc=True)
+    live = {k: v for k, v in (markers or {}).items() if v is not None}
+    times = [*starts, *stops, *(_utc(v) for v in live.values())]
+    span = max(max(times) - min(times), pd.Timedelta(minutes=1))
+    min_width = span * 0.004
+    sizes = pd.to_numeric(backups_df["size"], errors="coerce").astype(float) / 2**20
+    for i, (label, kind) in enumerate(zip(backups_df["label"], backups_df["type"], strict=True)):
+        start, stop = starts.iloc[i], stops.iloc[i]
+        width = max(stop - start, min_width)
+        ax.barh(
+            i,
+            width.to_timedelta64(),
+            left=_naive_utc(start),
+            height=0.6,
+            color=BACKUP_COLOURS.get(str(kind), "tab:gray"),
+            label=str(kind),
+        )
+        size = "" if pd.isna(sizes.iloc[i]) else f", {sizes.iloc[i]:.0f} MiB"
+        ax.annotate(
+            f" {label} ({(stop - start).total_seconds():.0f} s{size})",
+            xy=(_naive_utc(start + width), i),
+            va="center",
+            ha="left",
+            fontsize=8,
+        )
+    _draw_markers([ax], live, _marker_colours(live))
+    ax.set_yticks(range(n), [str(t) for t in backups_df["type"]])
+    ax.invert_yaxis()
+    ax.set_xlim(_naive_utc(min(times) - span * 0.02), _naive_utc(max(times) + span * 0.35))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    ax.set_xlabel("time (UTC)")
+    ax.set_title(f"backups ({n}), oldest at the top")
+    ax.grid(axis="x", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def archived_total(prom_df: pd.DataFrame) -> pd.Series:
+    """Segments archived by all series together since the first sample, counter resets included.
+
+    A drop in a series' counter is a restart from 0, so the new value is
+    what it archived since. Indexed by timestamp.
+    """
+    label_cols = [c for c in prom_df.columns if c not in ("timestamp", "value")]
+    parts = []
+    for _, part in prom_df.groupby(label_cols, sort=True) if label_cols else [(None, prom_df)]:
+        part = part.sort_values("timestamp")
+        values = part["value"].astype(float)
+        step = values.diff()
+        step = step.where(step >= 0, values).fillna(0.0)
+        parts.append(pd.Series(step.to_numpy(), index=pd.to_datetime(part["timestamp"], utc=True)))
+    return pd.concat(parts).groupby(level=0).sum().cumsum()
+
+
+def wal_archived(prom_df: pd.DataFrame, title: str = "") -> Figure:
+    """Archived WAL segments over time, one line per db host.
+
+    ``prom_df`` is a ``monitoring.query_range`` frame of
+    ``pg_stat_archiver_archived_count``: a counter per PostgreSQL instance
+    that restarts at 0 when the server does (only a primary archives). The
+    thick black line adds up what every instance archived since the first
+    sample (``archived_total``), across restarts and failovers.
+    """
+    fig, ax = plt.subplots(figsize=(12, 3.6))
+    if prom_df is None or prom_df.empty:
+        ax.text(0.5, 0.5, "no samples", transform=ax.transAxes, ha="center", va="center")
+    else:
+        _plot_prom(ax, prom_df, "WAL segments archived")
+        total = archived_total(prom_df)
+        ax.plot(
+            _naive_utc(pd.Series(total.index)),
+            total.to_numpy(),
+            color="black",
+            linewidth=2.0,
+            label="all hosts since start",
+        )
+        ax.set_ylim(bottom=0)
+        _legend(ax)
+    ax.set_xlabel("time (UTC)")
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    ax.set_title(title or "archived WAL segments (pg_stat_archiver_archived_count)")
+    fig.tight_layout()
+    return fig
+
+
+def restore_throughput(df: pd.DataFrame, title: str = "") -> Figure:
+    """Restore throughput in MiB/s, per run or over time.
+
+    Per run: columns ``run``, ``bytes`` and ``seconds``, optionally
+    ``raw_bytes_per_s`` (a raw copy of the same bytes on the same disk):
+    a bar per run, the raw copy beside it and the ratio above.
+    Over time: columns ``timestamp`` and ``bytes`` (bytes restored so far,
+    sampled during one restore): the rate between samples.
+    """
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(df) + 3), 3.8))
+    if len(df) == 0:
+        ax.text(0.5, 0.5, "no restores", transform=ax.transAxes, ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    mib = 2.0**20
+    if "timestamp" in df.columns:
+        part = df.sort_values("timestamp")
+        ts = pd.to_datetime(part["timestamp"], utc=True)
+        dt = ts.diff().dt.total_seconds()
+        rate = (part["bytes"].astype(float).diff() / dt).fillna(0.0).clip(lower=0) / mib
+        ax.step(_naive_utc(ts), rate.to_numpy(), where="pre", color="tab:blue", label="restore")
+        ax.set_xlabel("time (UTC)")
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+    else:
+        runs = [str(r) for r in df["run"]]
+        rate = df["bytes"].astype(float) / df["seconds"].astype(float) / mib
+        x = list(range(len(runs)))
+        has_raw = "raw_bytes_per_s" in df.columns
+        w = 0.4 if has_raw else 0.6
+        bars = ax.bar([i - (w / 2 if has_raw else 0) for i in x], rate, w, label="restore")
+        if has_raw:
+            raw = df["raw_bytes_per_s"].astype(float) / mib
+            ax.bar([i + w / 2 for i in x], raw, w, color="tab:gray", label="raw copy")
+            for bar, r, c in zip(bars, rate, raw, strict=True):
+                if pd.notna(c) and c > 0:
+                    ax.annotate(
+                        f"{r / c:.2f}× raw",
+                        xy=(bar.get_x() + w, max(r, c)),
+                        xytext=(0, 3),
+                        textcoords="offset points",
+                        ha="center",
+                        fontsize=8,
+                    )
+        ax.set_xticks(x, runs)
+        ax.set_xlabel("run")
+    ax.set_ylabel("MiB / s")
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or "restore throughput")
+    _legend(ax)
+    fig.tight_layout()
+    return fig

@@ -6,7 +6,6 @@ the addresses in the inventory and TLS checked against the inventory's CA.
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -88,14 +87,7 @@ def primary(inv: Inventory) -> str:
 
 
 def pgbackrest_info(inv: Inventory) -> list[dict[str, Any]]:
-    host = inv.group("backup")[0].name
-    r = ssh.run(
-        inv, host, "cd /tmp && sudo -u pgbackrest pgbackrest info --output=json", timeout=30
-    )
-    if not r.ok:
-        r = ssh.run(
-            inv, host, "cd /tmp && sudo -u postgres pgbackrest info --output=json", timeout=30
-        )
-    if not r.ok:
-        raise FaultbookError(f"pgbackrest info on {host} failed: {r.stderr.strip()}")
-    return list(json.loads(r.stdout))
+    """Raw ``pgbackrest info --output=json`` of the repository host (see ``backup.info``)."""
+    from faultbook import backup
+
+    return backup.info(inv)
