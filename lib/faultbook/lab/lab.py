@@ -275,6 +275,13 @@ class Lab:
         if self.pid(host) is None:
             if not net.link_exists(self.bridge):
                 raise LabError(f"the lab is down (no bridge {self.bridge}); run `faultbook lab up`")
+            stale = net.veth_name(host)
+            if net.link_exists(stale):
+                # The dead host's network namespace can outlive it for minutes (orphaned
+                # TCP sockets of a partitioned host retransmit into the void) and keeps
+                # its veth; nspawn could not create the new one. Deleting our end of
+                # the pair removes both.
+                net.delete_link(stale)
             self._boot(host, image.build(self.home))
         self.wait_ready([host], timeout)
 
