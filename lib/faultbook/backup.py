@@ -583,7 +583,10 @@ def run_backup(inv: Inventory, backup_type: str = "incr", event_handler: Any = N
     before = set(backups(info(inv), stanza_name(inv))["label"])
     t0 = time.monotonic()
     ansible.run_playbook(
-        "backup_now.yml", inv, extravars={"backup_type": backup_type}, event_handler=event_handler
+        "backup_now.yml",
+        inv,
+        extravars={"backup_type": backup_type, "pgbackrest_repo_host": repo_host(inv)},
+        event_handler=event_handler,
     )
     duration = time.monotonic() - t0
     df = backups(info(inv), stanza_name(inv))

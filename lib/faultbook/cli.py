@@ -221,6 +221,67 @@ def provision_cmd(inventory: str, check: bool, limit: str | None, playbook: str)
     )
 
 
+# ------------------------------------------------------------------ backup
+@main.group(cls=_Group)
+def backup() -> None:
+    """pgBackRest backups on the repository host: list them, take one now."""
+
+
+_inventory_option = click.option(
+    "-i",
+    "--inventory",
+    default="lab",
+    show_default=True,
+    help="Inventory name under inventories/, a directory, or a hosts.yml path.",
+)
+
+
+@backup.command("list")
+@_inventory_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backup_list(inventory: str, as_json: bool) -> None:
+    """List the backups of the stanza, oldest first, with the archived WAL range."""
+    from faultbook import backup as backup_mod
+    from faultbook import inventory as inventory_mod
+
+    inv = inventory_mod.load(inventory)
+    info = backup_mod.info(inv)
+    name = backup_mod.stanza_name(inv)
+    df = backup_mod.backups(info, name)
+    if as_json:
+        click.echo(df.to_json(orient="records", date_format="iso", indent=2))
+        return
+    code, message = backup_mod.repository_status(info, name)
+    first, last = backup_mod.archive_range(info, name)
+    click.echo(f"stanza {name}: {message} (status {code}); archived WAL {first} .. {last}")
+    click.echo(backup_mod.table(df))
+
+
+@backup.command("now")
+@click.option(
+    "--type",
+    "backup_type",
+    type=click.Choice(["full", "diff", "incr"]),
+    default="incr",
+    show_default=True,
+    help="Backup type (pgBackRest takes a full one when there is none).",
+)
+@_inventory_option
+def backup_now(backup_type: str, inventory: str) -> None:
+    """Take a backup now (playbooks/backup_now.yml) and print its label."""
+    from faultbook import ansible
+    from faultbook import backup as backup_mod
+    from faultbook import inventory as inventory_mod
+
+    inv = inventory_mod.load(inventory)
+    run = backup_mod.run_backup(inv, backup_type, ansible.progress_printer(click.echo))
+    size = run.row.get("size")
+    click.echo(
+        f"backup {run.label}: {run.type}, {run.duration_s:.0f}s"
+        + (f", {backup_mod.human_bytes(float(size))}" if size is not None else "")
+    )
+
+
 # --------------------------------------------------------------------- run
 @main.command("run")
 @click.argument("runbook")
