@@ -322,6 +322,14 @@ def make(kind: str, inv: Inventory, target: str, **options: Any) -> Fault:
         raise ParameterError(f"fault {kind!r}: {exc}") from None
 
 
+def require_kind(kind: str, allowed: tuple[str, ...] | None = None) -> str:
+    """Check a runbook's fault parameter before anything runs (one-line ParameterError)."""
+    choices = allowed or tuple(CATALOGUE)
+    if kind not in choices:
+        raise ParameterError(f"fault must be one of {', '.join(choices)}, got {kind!r}")
+    return kind
+
+
 def catalogue_table() -> list[dict[str, Any]]:
     return [
         {"fault": k, "needs_lab": c.needs_lab, "what": (c.__doc__ or "").strip().splitlines()[0]}

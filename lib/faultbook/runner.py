@@ -132,10 +132,25 @@ class RunOutcome:
     html: Path
     result: Path
     summary: Summary
+    usage_error: bool = False  # the notebook stopped on bad input (a UsageError)
 
     @property
     def exit_code(self) -> int:
+        if self.usage_error:
+            return 2
         return 0 if self.summary.verdict == "pass" else 1
+
+
+def _usage_error_names() -> set[str]:
+    from faultbook import errors
+
+    names: set[str] = set()
+    todo: list[type] = [errors.UsageError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
 
 
 def run(name: str, params: Mapping[str, Any], out_dir: Path) -> RunOutcome:
@@ -152,6 +167,7 @@ def run(name: str, params: Mapping[str, Any], out_dir: Path) -> RunOutcome:
     result = out_dir / "result.json"
     result.unlink(missing_ok=True)
     error: str | None = None
+    usage = False
     try:
         papermill.execute_notebook(
             str(src),
@@ -164,6 +180,7 @@ def run(name: str, params: Mapping[str, Any], out_dir: Path) -> RunOutcome:
         )
     except PapermillExecutionError as exc:
         error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+        usage = exc.ename in _usage_error_names()
         log.error("runbook %s failed at %s", stem, error)
     html = render_html(nb_out)
     if not result.exists():
@@ -177,7 +194,7 @@ def run(name: str, params: Mapping[str, Any], out_dir: Path) -> RunOutcome:
         doc = json.loads(result.read_text())
         doc["verdict"] = "fail"
         result.write_text(json.dumps(doc, indent=2) + "\n")
-    return RunOutcome(nb_out, html, result, Summary.from_file(result))
+    return RunOutcome(nb_out, html, result, Summary.from_file(result), usage)
 
 
 def render_html(notebook: Path) -> Path:
