@@ -322,8 +322,7 @@ def check_archive(
     """Continuity of the repository's archive from the oldest backup's first segment onwards."""
     info_json = info_json if info_json is not None else info(inv)
     files = archive_files(inv, info_json)
-    _, first, histories = wal_files(files, segment_size)
-    newest = max([*first, *histories], default=0)
+    newest = wal_files(files, segment_size).newest_timeline
     history = timeline_history(inv, newest, info_json) if newest > 1 else []
     df = backups(info_json, stanza_name(inv))
     required = df["wal_start"].dropna()

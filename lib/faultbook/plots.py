@@ -406,8 +406,8 @@ def archived_total(prom_df: pd.DataFrame) -> pd.Series:
     for _, part in prom_df.groupby(label_cols, sort=True) if label_cols else [(None, prom_df)]:
         part = part.sort_values("timestamp")
         values = part["value"].astype(float)
-        step = values.diff()
-        step = step.where(step >= 0, values).fillna(0.0)
+        step = values.diff().fillna(0.0)
+        step = step.where(step >= 0, values)
         parts.append(pd.Series(step.to_numpy(), index=pd.to_datetime(part["timestamp"], utc=True)))
     return pd.concat(parts).groupby(level=0).sum().cumsum()
 

@@ -167,12 +167,33 @@ class WalContinuity:
         return f"{head}: {self.missing} missing: " + ", ".join(str(g) for g in self.gaps)
 
 
-def wal_files(
-    files: Iterable[str], segment_size: int
-) -> tuple[dict[int, set[int]], dict[int, int], set[int]]:
-    """Full segment numbers and the first number (full or partial) per timeline, history TLIs."""
+@dataclass(frozen=True)
+class ArchiveListing:
+    """Segment numbers of an archive listing, per timeline."""
+
+    full: Mapping[int, frozenset[int]]
+    partial: Mapping[int, frozenset[int]]
+    histories: frozenset[int]
+
+    def first(self, timeline: int) -> int:
+        """The first segment number (full or .partial) archived on ``timeline``."""
+        return min(self.full.get(timeline, frozenset()) | self.partial.get(timeline, frozenset()))
+
+    @property
+    def timelines(self) -> list[int]:
+        """Timelines with at least one segment (full or .partial), ascending."""
+        return sorted(set(self.full) | set(self.partial))
+
+    @property
+    def newest_timeline(self) -> int:
+        """The highest timeline with a segment or a history file (0: none)."""
+        return max([*self.timelines, *self.histories], default=0)
+
+
+def wal_files(files: Iterable[str], segment_size: int = WAL_SEGMENT_SIZE) -> ArchiveListing:
+    """Sort archive paths into full and .partial segments and history files."""
     full: dict[int, set[int]] = {}
-    first: dict[int, int] = {}
+    partial: dict[int, set[int]] = {}
     histories: set[int] = set()
     for path in files:
         base = path.rsplit("/", 1)[-1]
@@ -184,28 +205,36 @@ def wal_files(
         if not m:
             continue  # .backup labels and anything else
         seg = WalSegment.parse(m["name"], segment_size)
-        n = seg.number(segment_size)
-        first[seg.timeline] = min(first.get(seg.timeline, n), n)
-        if not m["partial"]:
-            full.setdefault(seg.timeline, set()).add(n)
-    return full, first, histories
+        kind = partial if m["partial"] else full
+        kind.setdefault(seg.timeline, set()).add(seg.number(segment_size))
+    return ArchiveListing(
+        {t: frozenset(v) for t, v in full.items()},
+        {t: frozenset(v) for t, v in partial.items()},
+        frozenset(histories),
+    )
 
 
-def _inferred_chain(first: Mapping[int, int], newest: int) -> list[tuple[int, int | None]]:
+def _inferred_chain(listing: ArchiveListing, newest: int) -> list[tuple[int, int | None]]:
     """Guess the newest timeline's ancestry from file names alone: (timeline, begin) pairs.
 
     A timeline's parent is the highest lower timeline that began at or
-    before it; the switch segment is the child's first one (full or .partial).
+    before it. The switch segment is the parent's last .partial segment at
+    or before the child's first segment (the promoted standby archives the
+    parent's copy as .partial), else the child's first segment.
     """
-    chain: list[tuple[int, int | None]] = [(newest, first.get(newest))]
+    chain: list[tuple[int, int | None]] = []
     child = newest
+    begin = listing.first(newest)
     while True:
-        parents = [t for t in sorted(first) if t < child and first[t] <= first[child]]
+        parents = [t for t in listing.timelines if t < child and listing.first(t) <= begin]
         if not parents:
             break
-        child = parents[-1]
-        chain.insert(0, (child, first[child]))
-    return [(chain[0][0], None), *chain[1:]]
+        parent = parents[-1]
+        ends = [n for n in listing.partial.get(parent, ()) if n <= begin]
+        begin = max(ends, default=begin)
+        chain.insert(0, (child, begin))
+        child, begin = parent, listing.first(parent)
+    return [(child, None), *chain]
 
 
 def wal_archive_continuity(
@@ -228,9 +257,13 @@ def wal_archive_continuity(
     and the archive's oldest one are a gap. Without it the check starts at
     the oldest segment on the followed path.
     """
-    full, first, histories = wal_files(files, segment_size)
-    newest = timeline or max([*first, *histories], default=0)
-    if not newest or (history is None and newest not in first):
+    listing = wal_files(files, segment_size)
+    full = listing.full
+    if history is not None:
+        newest = timeline or listing.newest_timeline
+    else:  # a timeline with a history file and no segment yet adds nothing to follow
+        newest = timeline or max(listing.timelines, default=0)
+    if not newest or (history is None and newest not in listing.timelines):
         return WalContinuity(None, None, (newest,) if newest else (), 0)
     # The path to the newest timeline: (timeline, first segment number on it).
     chain: list[tuple[int, int | None]]
@@ -238,7 +271,7 @@ def wal_archive_continuity(
         begins = [None, *(e.switch_lsn // segment_size for e in history)]
         chain = list(zip([e.parent for e in history] + [newest], begins, strict=True))
     else:
-        chain = _inferred_chain(first, newest)
+        chain = _inferred_chain(listing, newest)
     timelines = tuple(t for t, _ in chain)
     present = [n for t, _ in chain for n in full.get(t, ())]
     if required_from is not None:
@@ -253,7 +286,7 @@ def wal_archive_continuity(
     # one); the followed timeline up to its last archived segment.
     ends: list[int | None] = [(begin or 0) - 1 for _, begin in chain[1:]] + [None]
     for (tli, begin), end in zip(chain, ends, strict=True):
-        have = full.get(tli, set())
+        have = full.get(tli, frozenset())
         lo = start if begin is None else max(begin, start)
         hi = end if end is not None else (max(have) if have else lo - 1)
         missing = [n for n in range(lo, hi + 1) if n not in have]
