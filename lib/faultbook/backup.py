@@ -12,14 +12,10 @@ Frames
                  stanza's archived WAL for the backup's database).
 
 WAL continuity
-    A restore replays every WAL segment from the backup's ``wal_start`` to
-    the target. ``wal_archive_continuity`` checks that the archive holds
-    them along the newest timeline's history: for each timeline on the way,
-    the full segments from where it began to where its child branched off
-    (the child's own copy of the switch segment covers the rest). Segment
-    numbers follow PostgreSQL >= 9.3: with 16 MiB segments a log id holds
-    segments 00..FF, then the log id goes up (``...0001000000FF`` is
-    followed by ``...000200000000``).
+    ``check_archive`` lists the stanza's archive (``repo-ls``), fetches the
+    newest timeline's history file (``repo-get``) and checks with
+    ``faultbook.wal.wal_archive_continuity`` that every segment from the
+    oldest backup's ``wal_start`` onwards is there, along that history.
 
 Restore targets
     ``parse_target`` reads what a person typed ("time", "lsn", "name",
