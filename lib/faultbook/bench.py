@@ -1,5 +1,10 @@
 """Benchmarks behind docs/benchmarks.md (`make bench`). Figures, never assertions.
 
+    python -m faultbook.bench drills [--runs 5] [--only db-crash ...] [--out DIR]
+
+runs each failover drill N times on a provisioned lab and reports p50, p95
+and max of its figure (client-visible write outage, or failed requests).
+
     python -m faultbook.bench lab [--runs N] [--cold]
 
 measures `faultbook lab up` (cold: no image cached; warm: image cached,
@@ -146,6 +151,79 @@ def _stats(xs: list[float]) -> dict[str, float]:
     }
 
 
+# The drills of the failover issue and the figure each one is judged by.
+DRILLS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "db-crash": ("db-failover", {"fault": "host-crash"}, "rto_s"),
+    "db-switchover": ("db-failover", {"mode": "switchover"}, "rto_s"),
+    "db-partition": ("db-failover", {"fault": "partition"}, "rto_s"),
+    "lb-crash": ("lb-failover", {}, "rto_s"),
+    "web-kill-100rps": (
+        "web-node-failure",
+        {"fault": "service-kill", "target": "web2", "load_rps": 100.0},
+        "failed_requests",
+    ),
+}
+
+
+def _pct(xs: list[float], q: float) -> float:
+    ys = sorted(xs)
+    k = (len(ys) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ys) - 1)
+    return round(ys[lo] + (ys[hi] - ys[lo]) * (k - lo), 2)
+
+
+def bench_drills(runs: int, only: list[str], out: Path) -> dict[str, Any]:
+    """Run each drill RUNS times through papermill; p50/p95/max of its key figure."""
+    from faultbook import runner
+
+    result: dict[str, Any] = {"machine": machine(), "runs": runs, "drills": {}}
+    for name in only or list(DRILLS):
+        book, params, key = DRILLS[name]
+        rows = []
+        for i in range(runs):
+            d = out / name / f"run{i + 1}"
+            outcome = runner.run(book, {"mode": "drill", **params}, d)
+            doc = json.loads(outcome.result.read_text())
+            m = doc["metrics"]
+            rows.append(
+                {
+                    "verdict": doc["verdict"],
+                    key: m.get(key),
+                    "lost_writes": m.get("lost_writes"),
+                    "failed_requests": m.get("failed_requests"),
+                    "total_requests": m.get("total_requests"),
+                    "time_to_first_write_s": m.get("time_to_first_write_s"),
+                    "steps": {
+                        st["name"]: _step_s(st) for st in doc["steps"] if st["status"] == "ok"
+                    },
+                }
+            )
+            print(f"{name} run {i + 1}: {key}={m.get(key)} lost={m.get('lost_writes')}", flush=True)
+            if doc["verdict"] != "pass":
+                print(f"  verdict {doc['verdict']}: see {d}", flush=True)
+        xs = [float(r[key]) for r in rows if r[key] is not None]
+        result["drills"][name] = {
+            "runbook": book,
+            "params": params,
+            "figure": key,
+            "p50": _pct(xs, 0.5) if xs else None,
+            "p95": _pct(xs, 0.95) if xs else None,
+            "max": round(max(xs), 2) if xs else None,
+            "lost_writes_total": sum(int(r["lost_writes"] or 0) for r in rows),
+            "passed": sum(r["verdict"] == "pass" for r in rows),
+            "runs": rows,
+        }
+    return result
+
+
+def _step_s(step: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    a = datetime.fromisoformat(step["started_at"].replace("Z", "+00:00"))
+    b = datetime.fromisoformat(step["finished_at"].replace("Z", "+00:00"))
+    return round((b - a).total_seconds(), 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m faultbook.bench")
     sub = ap.add_subparsers(dest="what", required=True)
@@ -156,8 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     prov.add_argument("--runs", type=int, default=3)
     vip = sub.add_parser("vip", help="GET and POST throughput through the VIP (wrk)")
     vip.add_argument("--seconds", type=int, default=20)
+    drills = sub.add_parser("drills", help="each failover drill N times (p50, p95, max)")
+    drills.add_argument("--runs", type=int, default=5)
+    drills.add_argument("--only", action="append", default=[], choices=list(DRILLS))
+    drills.add_argument("--out", type=Path, default=Path("reports/bench"))
     a = ap.parse_args(argv)
-    if a.what == "lab":
+    if a.what == "drills":
+        result = bench_drills(a.runs, a.only, a.out)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "drills.json").write_text(json.dumps(result, indent=2) + "\n")
+    elif a.what == "lab":
         result = bench_lab(a.runs, a.cold)
     elif a.what == "provision":
         result = bench_provision(a.runs)
