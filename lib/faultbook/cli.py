@@ -330,6 +330,37 @@ def run_cmd(runbook: str, params: tuple[tuple[str, str], ...], out_dir: str | No
     sys.exit(outcome.exit_code)
 
 
+@main.command("demo")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="reports/demo",
+    show_default=True,
+    help="Report directory.",
+)
+def demo_cmd(out_dir: str) -> None:
+    """Run the health check and the three drills in turn; write one report.
+
+    \b
+    DIR/<drill>/ holds each executed notebook, its HTML, result.json and the
+    client records; DIR/summary.md (RTO, lost writes, failed requests per
+    drill), DIR/timeline.png and DIR/index.html tie them together.
+    Exit status 0 when every runbook passed, 1 otherwise.
+    """
+    import csv
+    from pathlib import Path
+
+    from faultbook import report
+
+    index = report.build(Path(out_dir))
+    click.echo((Path(out_dir) / "summary.md").read_text())
+    click.echo(f"report: {index.resolve()}")
+    with open(Path(out_dir) / "summary.csv") as f:
+        verdicts = [row["verdict"] for row in csv.DictReader(f)]
+    sys.exit(0 if all(v == "pass" for v in verdicts) else 1)
+
+
 @main.command("runbooks")
 def runbooks_cmd() -> None:
     """List the runbooks and their parameters."""

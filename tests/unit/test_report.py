@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from faultbook import report
+from faultbook.results import Run
+from faultbook.traffic import save_records
+
+T0 = pd.Timestamp("2026-11-27T10:00:00Z")
+
+
+def _records(n: int, fail_from: int, fail_to: int) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        sent = T0 + pd.Timedelta(milliseconds=100 * i)
+        ok = not fail_from <= i < fail_to
+        rows.append(
+            {
+                "seq": i,
+                "kind": "POST" if i % 2 == 0 else "GET",
+                "sent_at": sent,
+                "answered_at": sent + pd.Timedelta(milliseconds=10),
+                "latency_ms": 10.0,
+                "status": 201 if ok and i % 2 == 0 else (200 if ok else 503),
+                "ok": ok,
+                "order_id": i if i % 2 == 0 and ok else None,
+                "idempotency_key": f"k{i}" if i % 2 == 0 else "",
+                "error": "" if ok else "HTTP 503",
+            }
+        )
+    df = pd.DataFrame(rows)
+    df["order_id"] = df["order_id"].astype("Int64")
+    return df
+
+
+def fake_run(runbook: str, params: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    run = Run.start(runbook, params.get("mode", "incident"), params)
+    if runbook != "health-check":
+        run.metrics.update(rto_s=2.5, lost_writes=0, failed_requests=7, total_requests=50)
+        run.fault = {
+            "kind": "host-crash",
+            "target": "x1",
+            "injected_at": "2026-11-27T10:00:01.000Z",
+            "reverted_at": "2026-11-27T10:00:04.000Z",
+        }
+        save_records(_records(50, 10, 17), out / "traffic.csv")
+    run.finish()
+    run.save(out)
+
+
+def test_demo_report_has_summary_timeline_and_links(tmp_path: Path) -> None:
+    index = report.build(tmp_path, run=fake_run)
+    table = pd.read_csv(tmp_path / "summary.csv")
+    assert list(table["drill"]) == [i.name for i in report.DEMO]
+    drills = table[table["runbook"] != "health-check"]
+    assert set(drills["rto_s"]) == {2.5} and set(drills["failed_requests"]) == {7}
+    assert (tmp_path / "timeline.png").stat().st_size > 1000
+    assert (tmp_path / "summary.png").stat().st_size > 1000
+    md = (tmp_path / "summary.md").read_text()
+    assert "| db-primary-crash |" in md and "host-crash on x1" in md
+    html = index.read_text()
+    for item in report.DEMO:
+        assert f"{item.name}/{item.runbook}.html" in html
+
+
+def test_markers_come_from_result_json() -> None:
+    doc = json.loads(
+        json.dumps(
+            {
+                "fault": {"injected_at": "2026-11-27T10:00:01.000Z"},
+                "detected_at": None,
+                "recovered_at": "2026-11-27T10:00:05.500Z",
+            }
+        )
+    )
+    m = report.markers(doc)
+    assert m["fault injected"] == T0.to_pydatetime() + pd.Timedelta(seconds=1)
+    assert m["detected"] is None
+    assert m["recovered"] is not None and m["recovered"].second == 5
