@@ -63,7 +63,8 @@ unit: image
 integration: setup
 	$(FB) lab up
 	$(PYTEST) -q -m integration tests/integration/test_stack.py \
-	  tests/integration/test_ansible.py tests/integration/test_webtier.py \
+	  tests/integration/test_ansible.py tests/integration/test_backup.py \
+	  tests/integration/test_webtier.py \
 	  tests/integration/test_drills.py tests/integration/test_lab.py
 
 nbval: setup
