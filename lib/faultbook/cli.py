@@ -283,6 +283,177 @@ def backup_now(backup_type: str, inventory: str) -> None:
 
 
 # --------------------------------------------------------------------- run
+# --------------------------------------------------------------- database
+@main.group(cls=_Group)
+def db() -> None:
+    """The PostgreSQL cluster: state, fence, promote, rejoin, switchover (db-failover's steps)."""
+
+
+def _inv(inventory: str) -> Any:
+    from faultbook import inventory as inv_mod
+
+    return inv_mod.load(inventory)
+
+
+@db.command("status")
+@_inventory_option
+def db_status(inventory: str) -> None:
+    """Each db host: primary or standby, LSNs, upstream; the primary's standbys."""
+    from faultbook import failover
+
+    inv = _inv(inventory)
+    state = failover.cluster_state(inv)
+    click.echo(state.to_string(index=False))
+    prim = failover.primaries(state)
+    if len(prim) == 1:
+        click.echo()
+        click.echo(failover.replication(inv, prim[0]).to_string(index=False))
+
+
+@db.command("fence")
+@click.argument("host")
+@_inventory_option
+def db_fence(host: str, inventory: str) -> None:
+    """Make HOST unable to acknowledge writes (lab: power off; else db_fence_playbook)."""
+    from faultbook import failover
+
+    click.echo(failover.fence(_inv(inventory), host))
+
+
+@db.command("promote")
+@click.argument("host", required=False)
+@click.option("--old", "old", required=True, help="The lost (fenced) primary.")
+@click.option(
+    "--force", is_flag=True, help="Promote even without proof of every acknowledged commit."
+)
+@_inventory_option
+def db_promote(host: str | None, old: str, force: bool, inventory: str) -> None:
+    """Promote HOST (default: the standby proven to hold every acknowledged commit)."""
+    from faultbook import failover
+
+    inv = _inv(inventory)
+    others = [h.name for h in inv.group("db") if h.name != old]
+    cand = failover.choose_candidate(
+        failover.cluster_state(inv, hosts=others), old, failover.sync_quorum(inv), force
+    )
+    click.echo(cand.reason)
+    target = host or cand.host
+    if host and host != cand.host and not force:
+        raise failover.PromotionRefused(
+            f"{host} is not the most advanced standby ({cand.host} is); pass --force to insist"
+        )
+    failover.promote(inv, target, exclude=[old])
+    click.echo(f"{target} promoted; the other standbys follow it")
+
+
+@db.command("rejoin")
+@click.argument("host")
+@click.option("--primary", required=True, help="The current primary to follow.")
+@click.option(
+    "--method", type=click.Choice(["auto", "rewind", "reclone"]), default="auto", show_default=True
+)
+@_inventory_option
+def db_rejoin(host: str, primary: str, method: str, inventory: str) -> None:
+    """Bring HOST back as a standby of PRIMARY (pg_rewind, or a pgBackRest re-clone)."""
+    from faultbook import failover
+
+    failover.rejoin(_inv(inventory), host, primary, method)
+    click.echo(f"{host} streams from {primary}")
+
+
+@db.command("switchover")
+@click.argument("new", required=False)
+@_inventory_option
+def db_switchover(new: str | None, inventory: str) -> None:
+    """Planned: demote the primary cleanly and promote NEW (default: most advanced)."""
+    from faultbook import failover, procedure
+
+    inv = _inv(inventory)
+    old = procedure.steady_state(inv).primary
+    if old is None:
+        raise failover.PromotionRefused("no single primary to switch over from")
+    target = failover.switchover_candidate(inv, old, new or "")
+    failover.switchover(inv, old, target)
+    click.echo(f"switched over: {old} -> {target}")
+
+
+# -------------------------------------------------------------- web and lb
+@main.group(cls=_Group)
+def web() -> None:
+    """Web nodes behind HAProxy: status, drain, recover, enable (web-node-failure's steps)."""
+
+
+@web.command("status")
+@_inventory_option
+def web_status(inventory: str) -> None:
+    """Every backend server as each load balancer's HAProxy reports it."""
+    from faultbook import webtier
+
+    inv = _inv(inventory)
+    click.echo(webtier.haproxy_servers(inv).to_string(index=False))
+    click.echo(webtier.failed_backends(inv).summary())
+
+
+@web.command("drain")
+@click.argument("host")
+@_inventory_option
+def web_drain(host: str, inventory: str) -> None:
+    """Take HOST out of rotation on every load balancer (both backends)."""
+    from faultbook import webtier
+
+    webtier.drain(_inv(inventory), host)
+    click.echo(f"{host} drained")
+
+
+@web.command("recover")
+@click.argument("host")
+@_inventory_option
+def web_recover(host: str, inventory: str) -> None:
+    """Restart the app on HOST if it is not healthy; wait for /readyz."""
+    from faultbook import webtier
+
+    webtier.recover(_inv(inventory), host)
+    click.echo(f"{host} answers /readyz")
+
+
+@web.command("enable")
+@click.argument("host")
+@_inventory_option
+def web_enable(host: str, inventory: str) -> None:
+    """Put HOST back in rotation and wait until HAProxy reports it UP."""
+    from faultbook import webtier
+
+    webtier.enable(_inv(inventory), host)
+    click.echo(f"{host} is UP")
+
+
+@main.group(cls=_Group)
+def lb() -> None:
+    """Load balancers: who holds the VIP, recover one (lb-failover's steps)."""
+
+
+@lb.command("status")
+@_inventory_option
+def lb_status(inventory: str) -> None:
+    """Each load balancer: reachable, VIP, HAProxy and keepalived state."""
+    from faultbook import webtier
+
+    inv = _inv(inventory)
+    click.echo(webtier.lb_status(inv).to_string(index=False))
+    click.echo(f"VIP held by {webtier.vip_holder(inv)}")
+
+
+@lb.command("recover")
+@click.argument("host")
+@_inventory_option
+def lb_recover(host: str, inventory: str) -> None:
+    """Start HAProxy and keepalived on HOST; it rejoins as BACKUP."""
+    from faultbook import webtier
+
+    webtier.lb_recover(_inv(inventory), host)
+    click.echo(f"{host} recovered")
+
+
 @main.command("run")
 @click.argument("runbook")
 @click.option(

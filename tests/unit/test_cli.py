@@ -69,3 +69,15 @@ def test_netem_bad_values_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lab_mod, "preflight", lambda: None)
     code, out = invoke("lab", "netem", "db1", "--loss", "150")
     assert code == 2 and "0 <= --loss <= 100" in out
+
+
+def test_web_drain_of_a_non_web_host_is_a_usage_error() -> None:
+    code, out = invoke("web", "drain", "db1")
+    assert code == 2
+    assert "'db1' is not a host of group web" in out and "web1, web2, web3" in out
+
+
+def test_db_fence_of_an_unknown_host_is_a_usage_error() -> None:
+    code, out = invoke("db", "fence", "db9")
+    assert code == 2
+    assert "'db9' is not a db host" in out
