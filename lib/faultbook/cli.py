@@ -350,10 +350,13 @@ def db_promote(host: str | None, old: str, force: bool, inventory: str) -> None:
 @click.argument("host")
 @click.option("--primary", required=True, help="The current primary to follow.")
 @click.option(
-    "--method", type=click.Choice(["auto", "rewind", "reclone"]), default="auto", show_default=True
+    "--method",
+    type=click.Choice(["auto", "rewind", "reclone"]),
+    default=None,
+    help="Default: the inventory's postgresql_rejoin_method (auto: rewind, else re-clone).",
 )
 @_inventory_option
-def db_rejoin(host: str, primary: str, method: str, inventory: str) -> None:
+def db_rejoin(host: str, primary: str, method: str | None, inventory: str) -> None:
     """Bring HOST back as a standby of PRIMARY (pg_rewind, or a pgBackRest re-clone)."""
     from faultbook import failover
 

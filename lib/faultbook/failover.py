@@ -153,15 +153,38 @@ class Candidate:
     reason: str
 
 
-def confirm_lost(probe: pd.DataFrame, old_primary: str) -> str:
-    """The second signal after the alert: the old primary must not answer as a primary."""
+def clients_reach(inv: Inventory, host: str, timeout: float = 2.0) -> bool:
+    """Can the app's hosts open PostgreSQL's port on HOST (the clients' own path)?"""
+    web = inv.group("web")
+    if not web:
+        return False
+    addr = inv.host(host).address
+    port = int(inv.vars.get("postgresql_port", 5432))
+    cmd = f"timeout {timeout:g} bash -c '</dev/tcp/{addr}/{port}' && echo open || echo closed"
+    try:
+        r = ssh.run(inv, web[0].name, cmd, timeout=timeout + 3)
+    except SSHError:
+        return False
+    return r.stdout.strip().endswith("open")
+
+
+def confirm_lost(probe: pd.DataFrame, old_primary: str, reachable_by_clients: bool) -> str:
+    """The second signal after the alert: the old primary serves no client.
+
+    Refuses when it answers as a primary over SSH *and* the app's hosts still
+    reach its port (then the monitoring path is what failed). A primary that
+    answers over SSH but that the clients cannot reach is partitioned: lost.
+    """
     row = probe[probe["host"] == old_primary]
-    if len(row) and row.iloc[0]["role"] == "primary":
+    answers = bool(len(row)) and row.iloc[0]["role"] == "primary"
+    if answers and reachable_by_clients:
         raise PromotionRefused(
-            f"the alert fired but {old_primary} answers as a primary: not failing over "
-            "(check the monitoring path instead)"
+            f"the alert fired but {old_primary} answers as a primary and the web hosts "
+            "reach it: not failing over (check the monitoring path instead)"
         )
     others = ", ".join(f"{h}={r}" for h, r in zip(probe["host"], probe["role"], strict=True))
+    if answers:
+        return f"{old_primary} runs as primary but the web hosts cannot reach it ({others})"
     return f"{old_primary} does not answer as a primary ({others})"
 
 
@@ -241,11 +264,13 @@ def switchover(inv: Inventory, old: str, new: str) -> ansible.PlaybookResult:
     )
 
 
-def rejoin(inv: Inventory, host: str, primary: str, method: str = "auto") -> ansible.PlaybookResult:
+def rejoin(
+    inv: Inventory, host: str, primary: str, method: str | None = None
+) -> ansible.PlaybookResult:
     """Bring HOST back as a standby of PRIMARY (powering it on first in the lab)."""
     _db(inv, host)
     _db(inv, primary)
-    if method not in ("auto", "rewind", "reclone"):
+    if method is not None and method not in ("auto", "rewind", "reclone"):
         raise InventoryError(f"rejoin method must be auto, rewind or reclone, got {method!r}")
     if inv.is_lab:
         from faultbook.lab.lab import Lab
@@ -256,11 +281,8 @@ def rejoin(inv: Inventory, host: str, primary: str, method: str = "auto") -> ans
     return ansible.run_playbook(
         "db_rejoin.yml",
         inv,
-        extravars={
-            "db_rejoin_host": host,
-            "db_primary": primary,
-            "postgresql_rejoin_method": method,
-        },
+        extravars={"db_rejoin_host": host, "db_primary": primary}
+        | ({"postgresql_rejoin_method": method} if method else {}),
     )
 
 

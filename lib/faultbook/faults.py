@@ -10,10 +10,12 @@
 |                 | dropping everything but the controller's SSH session     |               |
 | delay-loss      | lab: userspace netem on the host's link; real hosts: tc  | no            |
 
-Faults applied over SSH to real hosts arm a transient systemd timer that
-reverts them by itself after ``max_s`` seconds, so a drill that dies half-way
-never leaves a host partitioned or frozen for good. Lab faults are reverted
-by ``faultbook lab heal|boot`` (and ``lab down``).
+service-stop and process-freeze (everywhere), and partition and delay-loss on
+real hosts, arm a transient systemd timer on the target that reverts them by
+itself after ``max_s`` seconds, so a drill that dies half-way never leaves a
+host stopped, partitioned or frozen for good. service-kill needs none (systemd
+restarts the unit or it stays dead); lab link faults are reverted by
+``faultbook lab heal|boot`` (and ``lab down``).
 """
 
 from __future__ import annotations
@@ -256,7 +258,9 @@ class Partition(Fault):
 
     def _revert(self) -> None:
         if self.inv.is_lab:
-            self._lab().heal(self.target)
+            lab = self._lab()
+            if lab.pid(self.target) is not None:  # a powered-off host gets a new link at boot
+                lab.heal(self.target)
             return
         self._ssh(
             f"{self._disarm_revert('partition')}; "

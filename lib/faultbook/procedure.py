@@ -2,12 +2,14 @@
 
 A runbook makes one ``Procedure`` and calls it step by step::
 
-    p = Procedure.start("db-failover", inv, mode, params, objectives)
-    p.preflight()                       # steady state before anything (raises if not)
+    p = Procedure.start("db-failover", inv, mode, params, objectives, confirm=confirm)
+    steady_state(inv)                   # pre-flight: the whole stack, as a table
     p.start_load(load_rps, duration_s)  # drill only
     p.inject(fault)                     # drill only
     p.mark("detected") ...              # markers for the timeline
-    p.finish(primary)                   # stop the load, count lost writes, verdict, result.json
+    p.stop_load(); p.evaluate(primary)  # what the clients saw, lost writes
+    p.wait_steady(); p.save(dir)        # steady state again, result.json
+    p.check()                           # raise when the verdict failed
 
 Incident mode never starts load or injects anything, and a destructive step
 runs only when ``confirm`` is true (``Procedure.allowed``).
@@ -30,7 +32,7 @@ from faultbook.drills import DrillResult
 from faultbook.errors import DrillAborted, FaultbookError, ParameterError
 from faultbook.faults import Fault
 from faultbook.inventory import Inventory
-from faultbook.results import Run, iso
+from faultbook.results import Run, Step, iso
 from faultbook.traffic import LoadSpec, Traffic
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,13 @@ def steady_state(inv: Inventory, ignore_alerts: tuple[str, ...] = ()) -> SteadyS
             problems.append(web.summary())
         if webtier.vip_holder(inv) is None:
             problems.append("no load balancer holds the VIP")
+        for row in webtier.lb_status(inv).to_dict("records"):
+            if not (
+                row["reachable"] and row["haproxy"] == "active" and row["keepalived"] == "active"
+            ):
+                problems.append(
+                    f"{row['lb']}: haproxy {row['haproxy']}, keepalived {row['keepalived']}"
+                )
     except FaultbookError as exc:
         problems.append(f"web tier: {exc}")
     try:
@@ -233,16 +242,17 @@ class Procedure:
 
     def wait_steady(self, timeout_s: float = 120.0) -> SteadyState:
         """Wait until the stack is back in steady state; record the step."""
-        with self.run.step("steady state after") as st:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                s = steady_state(self.inv)
-                if s.ok or time.monotonic() > deadline:
-                    break
-                time.sleep(2)
-            st.detail = str(s)
-            if not s.ok:
-                raise DrillAborted(str(s))
+        started = now()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            s = steady_state(self.inv)
+            if s.ok or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        # Recorded, not raised: the measurements are saved first; check() fails the run.
+        step = Step("steady state after", iso(started), iso(now()), "ok" if s.ok else "failed")
+        step.detail = str(s)
+        self.run.steps.append(step)
         return s
 
     def check(self) -> None:

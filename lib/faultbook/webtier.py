@@ -39,7 +39,13 @@ import pandas as pd
 import requests
 
 from faultbook import ansible, monitoring, secrets, ssh
-from faultbook.errors import ConfigError, FaultbookError, InventoryError, ParameterError
+from faultbook.errors import (
+    ConfigError,
+    DrillAborted,
+    FaultbookError,
+    InventoryError,
+    ParameterError,
+)
 from faultbook.inventory import Inventory
 
 log = logging.getLogger(__name__)
@@ -547,7 +553,7 @@ def pick_target(health: BackendHealth, target: str, mode: str, inv: Inventory) -
         if not target:
             raise ParameterError("a web-node drill needs target: the web host to fail")
         if health.failed:
-            raise ParameterError(f"a drill needs every web node UP first; {health.summary()}")
+            raise DrillAborted(f"a drill needs every web node UP first; {health.summary()}")
         return target
     if target:
         return target
@@ -587,11 +593,16 @@ def pick_lb(
     sick = [
         str(r["lb"])
         for r in lbs.to_dict("records")
-        if not (r["reachable"] and r["haproxy"] and r["keepalived"] and r["healthz"])
+        if not (
+            r["reachable"]
+            and r["haproxy"] == "active"
+            and r["keepalived"] == "active"
+            and r["healthz"]
+        )
     ]
     if mode == "drill":
         if sick or holder is None:
-            raise ParameterError(
+            raise DrillAborted(
                 "an lb drill needs both lbs healthy and the VIP held "
                 f"(unhealthy: {sick or 'none'}, VIP holder: {holder})"
             )
@@ -623,7 +634,7 @@ def wait_vip_moved(inv: Inventory, old: str, timeout_s: float, poll_s: float = 0
 
 def require_healthy(lbs: pd.DataFrame, lb: str) -> None:
     row = lbs[lbs["lb"] == lb]
-    if row.empty or not bool(row.iloc[0]["healthz"]) or not bool(row.iloc[0]["haproxy"]):
+    if row.empty or not bool(row.iloc[0]["healthz"]) or row.iloc[0]["haproxy"] != "active":
         raise WebTierError(f"{lb} holds the VIP but its HAProxy is not healthy")
 
 
@@ -632,6 +643,11 @@ def require_no_flap(inv: Inventory, holder: str, back: str, since: datetime) -> 
     now_holder = vip_holder(inv)
     if now_holder != holder:
         raise WebTierError(f"the VIP moved from {holder} to {now_holder} when {back} came back")
+    back_row = lb_status(inv)
+    back_row = back_row[back_row["lb"] == back]
+    if back_row.empty or back_row.iloc[0]["vrrp_state"] not in ("BACKUP", "unknown"):
+        state = "unreachable" if back_row.empty else back_row.iloc[0]["vrrp_state"]
+        raise WebTierError(f"{back} came back as {state}, not BACKUP")
     flaps = vrrp_transitions(inv, holder, since)
     if flaps:
         what = ", ".join(f"{t.state} at {t.at:%H:%M:%S}" for t in flaps)
