@@ -167,7 +167,9 @@ class Procedure:
 
     # ------------------------------------------------------------ load, fault
     def start_load(self, rps: float, duration_s: float, warmup_s: float = 3.0) -> Traffic:
-        spec = LoadSpec(rps=rps, duration_s=duration_s)
+        # Room for three seconds of requests in flight: a latency spike must show as
+        # latency, not as the load generator's own "client saturated" refusals.
+        spec = LoadSpec(rps=rps, duration_s=duration_s, max_in_flight=max(64, int(rps * 3)))
         self.traffic = Traffic.for_inventory(self.inv, spec).start()
         time.sleep(warmup_s)
         recs = self.traffic.records()
