@@ -112,7 +112,7 @@ def _cell(v: Any) -> str:
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return "-"
     if isinstance(v, float):
-        return f"{v:.2f}"
+        return str(int(v)) if v.is_integer() else f"{v:.2f}"
     return str(v)
 
 
