@@ -59,25 +59,29 @@ unit: image
 	  $(PYTEST) -q tests/unit
 
 # `lab up` provisions the stack (playbooks/site.yml); the tests then check it. The stack's
-# tests run first, the lab's destructive ones (crash, partition, down) last.
+# tests and the drills run first, then nbval (every runbook needs the provisioned stack),
+# and the lab's destructive tests (crash, partition, down: they wipe the stack) last.
+NBVAL = $(PYTEST) -q --nbval-lax -p no:cacheprovider runbooks/
+
 integration: setup
 	$(FB) lab up
 	$(PYTEST) -q -m integration tests/integration/test_stack.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
-	  tests/integration/test_webtier.py \
-	  tests/integration/test_drills.py tests/integration/test_lab.py
+	  tests/integration/test_webtier.py tests/integration/test_drills.py
+	$(NBVAL)
+	$(PYTEST) -q -m integration tests/integration/test_lab.py
 
+# nbval alone: every runbook in incident mode against a healthy, provisioned lab.
 nbval: setup
-	$(FB) lab up --no-provision
-	$(PYTEST) -q --nbval-lax -p no:cacheprovider runbooks/
+	$(FB) lab up
+	$(NBVAL)
 
 # Runs every stage in order and always takes the lab down, even when a stage failed.
 test: setup
 	@rc=0; \
 	$(MAKE) --no-print-directory lint && \
 	$(MAKE) --no-print-directory unit && \
-	$(MAKE) --no-print-directory integration && \
-	$(MAKE) --no-print-directory nbval || rc=$$?; \
+	$(MAKE) --no-print-directory integration || rc=$$?; \
 	echo "== taking the lab down"; $(FB) lab down || rc=1; \
 	exit $$rc
 
