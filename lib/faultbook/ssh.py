@@ -67,15 +67,28 @@ def _client(host: Host, conn: Connection, timeout: float) -> paramiko.SSHClient:
 
 
 def run(
-    inv: Inventory, host: str | Host, command: str, timeout: float = 10.0, sudo: bool = False
+    inv: Inventory,
+    host: str | Host,
+    command: str,
+    timeout: float = 10.0,
+    sudo: bool = False,
+    stdin: bytes | None = None,
 ) -> CommandResult:
-    """Run one command on one host; raise SSHError when the host cannot be reached."""
+    """Run one command on one host; raise SSHError when the host cannot be reached.
+
+    ``stdin`` is written to the command's standard input (then closed): the
+    way to hand a command a secret without putting it on a command line.
+    """
     h = host if isinstance(host, Host) else inv.host(host)
     conn = connection(inv)
     client = _client(h, conn, timeout)
     try:
         cmd = f"sudo -n sh -c {_quote(command)}" if sudo else command
-        _, out, err = client.exec_command(cmd, timeout=timeout)
+        inp, out, err = client.exec_command(cmd, timeout=timeout)
+        if stdin is not None:
+            inp.write(stdin)
+            inp.flush()
+        inp.channel.shutdown_write()
         try:
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")

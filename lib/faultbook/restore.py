@@ -1,0 +1,815 @@
+"""Restores onto a scratch host, and the proof of exactly which data came back.
+
+Restoring
+    ``restore`` runs playbooks/db_restore.yml on a host of the ``restore``
+    group (never a db host): pgBackRest restores a backup, PostgreSQL replays
+    WAL to the target and promotes, and the copy answers queries on that
+    host's local socket. ``wipe`` (playbooks/db_restore_wipe.yml) deletes it.
+
+Pre-flight (``preflight``)
+    The repository's status, the age of the newest full and differential
+    backups, the WAL archive's continuity, the restore host's free space,
+    and that the repository passphrase in hand opens the repository.
+
+Proof against the client ledger (``prove_pitr``, ``prove_recovered``)
+    The load generator records every write it sent and every id the stack
+    acknowledged. A restore to a target is exact when every write acknowledged
+    before the target is in the copy and no write sent after it is.
+
+The bad change (``find_bad_change``)
+    pg_waldump on the primary's pg_wal finds the transaction that deleted
+    the most rows of a table (or dropped/truncated it): its xid, its commit
+    record's LSN and its commit time. A restore to that LSN, exclusive, stops
+    just before the transaction committed.
+
+Repair (``copy_back``)
+    Rows that are in the restored copy but no longer in production go back
+    into production with their original ids; rows written since are not
+    touched. See docs/runbooks/backup-restore.md for why this and not
+    promoting the copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from faultbook import ansible, backup, ssh, stack
+from faultbook.errors import BackupError, FaultbookError, UsageError
+from faultbook.inventory import Inventory
+from faultbook.wal import WalSegment, format_lsn, parse_lsn
+
+log = logging.getLogger(__name__)
+
+PG_VERSION = 15
+PG_BIN = f"/usr/lib/postgresql/{PG_VERSION}/bin"
+PG_DATA = f"/var/lib/postgresql/{PG_VERSION}/main"
+RESTORE_TASK = "Restore | Restore from the repository"
+
+# Free space a restore needs beyond the backup's size: WAL replayed into
+# pg_wal and the server's own files.
+SPACE_MARGIN = 1.10
+SPACE_EXTRA_BYTES = 256 * 1024 * 1024
+
+
+# ------------------------------------------------------------ the scratch host
+def scratch_host(inv: Inventory, host: str) -> str:
+    """``host`` if it may receive a restore: in the inventory, in group restore, not a db host."""
+    name = inv.host(host).name  # InventoryError (exit 2) listing the known hosts
+    restore_hosts = [h.name for h in inv.group("restore")] if "restore" in inv.groups else []
+    db_hosts = {h.name for h in inv.group("db")} if "db" in inv.groups else set()
+    if name not in restore_hosts or name in db_hosts:
+        raise UsageError(
+            f"restore host {name!r} is not a scratch host: expected a host of group restore "
+            f"that is not a db host ({', '.join(restore_hosts) or 'the inventory has none'})"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class RestoreRun:
+    """One restore onto a scratch host and what it cost."""
+
+    host: str
+    target: str
+    label: str
+    options: tuple[str, ...]
+    restore_s: float  # pgbackrest restore alone
+    total_s: float  # the playbook: stop, restore, replay, promote
+    size: int  # database bytes the backup holds
+    process_max: int
+    delta: bool
+    log_lines: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def throughput(self) -> float:
+        """Bytes per second of the pgbackrest restore step."""
+        return self.size / self.restore_s if self.restore_s > 0 else float("nan")
+
+
+def _task_result(events: Iterable[dict[str, Any]], task: str) -> dict[str, Any]:
+    for ev in events:
+        if ev.get("event") == "runner_on_ok":
+            data = ev.get("event_data") or {}
+            if data.get("task") == task:
+                return dict(data.get("res") or {})
+    return {}
+
+
+def _seconds(delta: str) -> float:
+    """Ansible's command delta "0:00:12.345678" -> 12.345678."""
+    h, m, s = delta.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def restore(
+    inv: Inventory,
+    host: str,
+    target: backup.RestoreTarget,
+    label: str = "",
+    exclusive: bool = False,
+    process_max: int | None = None,
+    delta: bool | None = None,
+    event_handler: Any = None,
+) -> RestoreRun:
+    """Restore onto ``host`` up to ``target`` and promote the copy there."""
+    host = scratch_host(inv, host)
+    df = backup.backups(backup.info(inv), backup.stanza_name(inv))
+    if label:
+        backup.check_label(df, label)
+    chosen = label or backup.backup_for_target(df, target)
+    options = target.pgbackrest_options()
+    if exclusive:
+        if target.kind not in ("time", "lsn"):
+            raise UsageError(f"an exclusive restore needs a time or lsn target, not {target.kind}")
+        options.append("--target-exclusive")
+    evars: dict[str, Any] = {"restore_host": host, "restore_options": options}
+    # A label pgBackRest would choose itself is passed only when asked for:
+    # for a time target pgBackRest picks the newest backup before it.
+    if label:
+        evars["restore_set"] = label
+    elif target.kind in ("lsn", "name", "latest"):
+        evars["restore_set"] = chosen
+    if process_max is not None:
+        evars["restore_process_max"] = int(process_max)
+    if delta is not None:
+        evars["restore_delta"] = bool(delta)
+    result = ansible.run_playbook(
+        "db_restore.yml", inv, extravars=evars, event_handler=event_handler
+    )
+    res = _task_result(result.events, RESTORE_TASK)
+    restore_s = _seconds(str(res.get("delta", "0:0:0")))
+    row = df[df["label"] == chosen].iloc[0]
+    logs = _task_result(result.events, "Restore | Read where recovery stopped")
+    lines = tuple((logs.get("ansible_facts") or {}).get("pgbackrest_restore_stop_line") or ())
+    return RestoreRun(
+        host=host,
+        target=str(target) + (" (exclusive)" if exclusive else ""),
+        label=chosen,
+        options=tuple(options),
+        restore_s=restore_s,
+        total_s=result.duration_s,
+        size=int(row["size"]) if pd.notna(row["size"]) else 0,
+        process_max=int(process_max) if process_max is not None else 0,
+        delta=bool(delta),
+        log_lines=lines,
+    )
+
+
+def wipe(inv: Inventory, host: str, event_handler: Any = None) -> None:
+    """Stop the scratch cluster on ``host`` and delete what was restored there."""
+    host = scratch_host(inv, host)
+    ansible.run_playbook(
+        "db_restore_wipe.yml", inv, extravars={"restore_host": host}, event_handler=event_handler
+    )
+
+
+def data_files(inv: Inventory, host: str) -> int:
+    """How many files the scratch host's data directory holds (0 after ``wipe``)."""
+    r = ssh.run(inv, host, f"sudo -n find {PG_DATA} -mindepth 1 | wc -l", timeout=30)
+    if not r.ok:
+        raise BackupError(f"cannot list {host}:{PG_DATA}: {r.stderr.strip()}")
+    return int(r.stdout.strip() or 0)
+
+
+# ------------------------------------------------------------------- verify
+@dataclass(frozen=True)
+class VerifyResult:
+    """``pgbackrest verify`` of one backup and the WAL it needs."""
+
+    label: str
+    status: str
+    files: int
+    valid_files: int
+    wal: int
+    valid_wal: int
+    problems: tuple[str, ...]
+    text: str = field(repr=False, default="")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and not self.problems and self.files == self.valid_files > 0
+
+
+_VERIFY_BACKUP = re.compile(
+    r"backup: (?P<label>\S+), status: (?P<status>[^,]+), total files checked: (?P<n>\d+), "
+    r"total valid files: (?P<v>\d+)"
+)
+_VERIFY_WAL = re.compile(r"total WAL checked: (?P<n>\d+), total valid WAL: (?P<v>\d+)")
+_VERIFY_BAD = re.compile(
+    r"missing: (\d+), checksum invalid: (\d+), size invalid: (\d+), other: (\d+)"
+)
+
+
+def parse_verify(text: str, label: str) -> VerifyResult:
+    """Read ``pgbackrest verify --output=text --verbose`` for backup ``label``."""
+    status = ""
+    m = re.search(r"^\s*status: (\S+)", text, re.M)
+    if m:
+        status = m.group(1)
+    files = valid = wal = valid_wal = 0
+    b = next((x for x in _VERIFY_BACKUP.finditer(text) if x.group("label") == label), None)
+    if b:
+        files, valid = int(b.group("n")), int(b.group("v"))
+        if b.group("status") != "valid":
+            status = status if status != "ok" else "error"
+    for w in _VERIFY_WAL.finditer(text):
+        wal += int(w.group("n"))
+        valid_wal += int(w.group("v"))
+    problems = tuple(
+        line.strip()
+        for line in text.splitlines()
+        if (mb := _VERIFY_BAD.search(line)) and any(int(x) for x in mb.groups())
+    )
+    if b is None:
+        problems += (f"verify did not report backup {label}",)
+    return VerifyResult(label, status or "unknown", files, valid, wal, valid_wal, problems, text)
+
+
+def verify(inv: Inventory, label: str) -> VerifyResult:
+    """``pgbackrest verify`` of backup ``label`` (its files and the WAL it needs)."""
+    args = [f"--stanza={backup.stanza_name(inv)}", "verify", f"--set={label}"]
+    try:
+        out = backup.pgbackrest(inv, [*args, "--output=text", "--verbose"], timeout=1800)
+    except BackupError as exc:
+        # verify exits non-zero when it finds a problem; its report is the message.
+        return VerifyResult(label, "error", 0, 0, 0, 0, (str(exc),))
+    return parse_verify(out, label)
+
+
+# --------------------------------------------------------------- passphrase
+def check_passphrase(inv: Inventory, passphrase: str) -> None:
+    """BackupError (exit 2) unless ``passphrase`` opens the repository.
+
+    The passphrase reaches pgBackRest on the repository host through its
+    standard input and an environment variable, never a command line.
+    """
+    host = backup.repo_host(inv)
+    name = backup.stanza_name(inv)
+    script = (
+        "IFS= read -r PGBACKREST_REPO1_CIPHER_PASS; export PGBACKREST_REPO1_CIPHER_PASS; "
+        f"cd /tmp && exec pgbackrest --stanza={shlex.quote(name)} --output=json info"
+    )
+    r = ssh.run(
+        inv,
+        host,
+        f"sudo -n -u postgres sh -c {shlex.quote(script)}",
+        timeout=60,
+        stdin=(passphrase + "\n").encode(),
+    )
+    import json
+
+    problem = ""
+    if not r.ok:
+        problem = backup._error_line(r.stderr or r.stdout)
+    else:
+        try:
+            code, message = backup.repository_status(json.loads(r.stdout), name)
+        except (ValueError, BackupError) as exc:
+            code, message = 99, str(exc)
+        if code not in (0, 2):
+            problem = message
+    if problem:
+        raise PassphraseError(
+            f"the repository passphrase does not open stanza {name!r} on {host} "
+            f"(pgBackRest: {problem}); expected the passphrase the repository was created with"
+        )
+
+
+class PassphraseError(BackupError, UsageError):
+    """A repository passphrase that does not decrypt the repository (exit 2)."""
+
+
+# ---------------------------------------------------------------- pre-flight
+@dataclass(frozen=True)
+class Preflight:
+    """What every backup-restore mode checks before it touches anything."""
+
+    status: str
+    backups: pd.DataFrame = field(repr=False)
+    ages: dict[str, Any]
+    archive: Any  # faultbook.wal.WalContinuity
+    free_bytes: int
+    needed_bytes: int
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def table(self) -> pd.DataFrame:
+        def age(kind: str) -> str:
+            a = self.ages.get(kind, {}).get("age")
+            return "none" if a is None else f"{a.total_seconds() / 3600:.1f} h"
+
+        rows = [
+            ("repository", self.status),
+            ("newest full backup", f"{self.ages.get('full', {}).get('label')} ({age('full')} old)"),
+            ("newest diff backup", f"{self.ages.get('diff', {}).get('label')} ({age('diff')} old)"),
+            ("WAL archive", self.archive.summary() if self.archive is not None else "unknown"),
+            (
+                "restore host space",
+                f"{backup.human_bytes(self.free_bytes)} free, "
+                f"{backup.human_bytes(self.needed_bytes)} needed",
+            ),
+        ]
+        return pd.DataFrame(rows, columns=["check", "result"])
+
+
+def needed_bytes(backups_df: pd.DataFrame) -> int:
+    """Space a restore of the newest backup needs on the scratch host."""
+    if backups_df.empty:
+        return 0
+    size = backups_df["size"].dropna()
+    biggest = int(size.max()) if len(size) else 0
+    return int(biggest * SPACE_MARGIN) + SPACE_EXTRA_BYTES
+
+
+def preflight(
+    inv: Inventory,
+    host: str,
+    now: datetime | None = None,
+    max_full_age_h: float = 8 * 24,
+    max_diff_age_h: float = 2 * 24,
+    passphrase: str | None = None,
+) -> Preflight:
+    """Check the repository, backup ages, WAL continuity and the scratch host's space.
+
+    Raises on what makes any restore impossible (unknown host: exit 2; no
+    backup, unreadable repository, too little space, wrong passphrase);
+    stale backups and archive gaps are ``problems`` the runbook reports and
+    stops on.
+    """
+    host = scratch_host(inv, host)
+    now = now or datetime.now(UTC)
+    if passphrase is not None:
+        check_passphrase(inv, passphrase)
+    info_json = backup.info(inv)
+    name = backup.stanza_name(inv)
+    code, message = backup.repository_status(info_json, name)
+    df = backup.backups(info_json, name)
+    problems: list[str] = []
+    if code != 0:
+        problems.append(f"stanza {name} status {code}: {message}")
+    backup._require_backups(df)
+    ages = backup.latest_by_type(df, now)
+    for kind, limit in (("full", max_full_age_h), ("diff", max_diff_age_h)):
+        age = ages[kind]["age"]
+        newer_full = kind == "diff" and ages["full"]["age"] is not None
+        if age is None and not newer_full:
+            problems.append(f"no {kind} backup")
+        elif age is not None and age.total_seconds() > limit * 3600:
+            if kind == "diff" and ages["full"]["age"].total_seconds() <= limit * 3600:
+                continue  # a full backup newer than the limit covers it
+            problems.append(f"newest {kind} backup is {age.total_seconds() / 3600:.1f} h old")
+    archive = backup.check_archive(inv, info_json)
+    if not archive.ok:
+        problems.append(f"WAL archive: {archive.summary()}")
+    free = backup.free_space_bytes(inv, host, PG_DATA)
+    need = needed_bytes(df)
+    backup.check_space(need, free, f"{host}:{PG_DATA}")
+    return Preflight(
+        status=f"{code} {message}",
+        backups=df,
+        ages=ages,
+        archive=archive,
+        free_bytes=free,
+        needed_bytes=need,
+        problems=tuple(problems),
+    )
+
+
+# ---------------------------------------------------------- the WAL archive
+def archive_now(inv: Inventory, primary: str, timeout_s: float = 60.0) -> str:
+    """Close the primary's current WAL segment and wait until it is archived.
+
+    Until then a restore cannot reach a target in it. Returns the segment.
+    """
+    import time
+
+    out = stack.psql(inv, primary, "SELECT pg_walfile_name(pg_switch_wal()), pg_current_wal_lsn()")
+    segment = out.split("|")[0].strip()
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        last = stack.psql(
+            inv, primary, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver"
+        ).strip()
+        if re.fullmatch(r"[0-9A-F]{24}", last) and _seg_key(last) >= _seg_key(segment):
+            return segment
+        time.sleep(0.5)
+    raise BackupError(
+        f"WAL segment {segment} was not archived within {timeout_s:g}s "
+        f"(last archived: {last or 'none'}); check archiving with `pgbackrest check`"
+    )
+
+
+def _seg_key(name: str) -> tuple[int, int]:
+    s = WalSegment.parse(name)
+    return s.timeline, s.number()
+
+
+# ----------------------------------------------------------- the bad change
+@dataclass(frozen=True)
+class BadChange:
+    """A destructive transaction found in the WAL."""
+
+    kind: str  # "delete" or "drop" (DROP TABLE / TRUNCATE: the table's file is dropped)
+    xid: int
+    rows: int  # heap tuples it deleted (0 for drop)
+    commit_lsn: str
+    commit_time: datetime
+    source: str  # where T came from: "wal" or "parameter"
+
+    def target(self) -> backup.RestoreTarget:
+        """Restore to just before the commit: this LSN, exclusive."""
+        return backup.parse_target("lsn", self.commit_lsn)
+
+
+_WD_HEAP = re.compile(r"^rmgr: Heap2?\s.*?tx:\s+(\d+), lsn: ([0-9A-F]+/[0-9A-F]+).*desc: DELETE")
+_WD_COMMIT = re.compile(
+    r"^rmgr: Transaction\s.*?tx:\s+(\d+), lsn: ([0-9A-F]+/[0-9A-F]+).*desc: COMMIT "
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (\w+)(.*)$"
+)
+
+
+def parse_waldump(text: str, relpath: str) -> list[BadChange]:
+    """Destructive committed transactions on ``relpath`` ("base/DB/REL") in pg_waldump output.
+
+    Heap DELETE records are counted per xid for the relation (pg_waldump's
+    ``rel SPC/DB/REL``); a COMMIT that drops the relation's file is a
+    DROP TABLE or TRUNCATE. Only committed transactions are returned, most
+    rows first.
+    """
+    spc_rel = "1663/" + relpath.split("/", 1)[1] if relpath.startswith("base/") else relpath
+    deletes: dict[int, int] = {}
+    out: list[BadChange] = []
+    for line in text.splitlines():
+        m = _WD_HEAP.match(line)
+        if m and f"rel {spc_rel} " in line + " ":
+            xid = int(m.group(1))
+            deletes[xid] = deletes.get(xid, 0) + 1
+            continue
+        c = _WD_COMMIT.match(line)
+        if not c:
+            continue
+        xid, lsn, ts, tz, rest = int(c.group(1)), c.group(2), c.group(3), c.group(4), c.group(5)
+        when = pd.Timestamp(f"{ts} {tz}").tz_convert("UTC").to_pydatetime()
+        dropped = re.search(rf"rels:[^;]*\b{re.escape(relpath)}\b", rest) is not None
+        if xid in deletes or dropped:
+            out.append(
+                BadChange(
+                    "drop" if dropped else "delete",
+                    xid,
+                    deletes.get(xid, 0),
+                    lsn,
+                    when,
+                    "wal",
+                )
+            )
+    return sorted(out, key=lambda b: (b.kind != "drop", -b.rows, b.commit_lsn))
+
+
+def find_bad_change(
+    inv: Inventory,
+    primary: str,
+    table: str = "orders",
+    db: str = "ledger",
+    min_rows: int = 1,
+    since_lsn: str | None = None,
+) -> BadChange:
+    """The destructive transaction on ``table`` in the primary's pg_wal, found with pg_waldump.
+
+    Reads from ``since_lsn`` (default: the oldest segment still in pg_wal)
+    to the end of the WAL. Raises BackupError when there is none.
+    """
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", table):
+        raise UsageError(f"table name {table!r} is not a plain identifier")
+    relpath = stack.psql(inv, primary, f"SELECT pg_relation_filepath('{table}')", db=db)
+    if not relpath.startswith("base/"):
+        raise BackupError(f"table {table} in database {db} has no file ({relpath!r})")
+    tli = int(stack.psql(inv, primary, "SELECT timeline_id FROM pg_control_checkpoint()"))
+    start = since_lsn
+    if start is None:
+        r = ssh.run(
+            inv,
+            primary,
+            f"sudo -n ls {PG_DATA}/pg_wal",
+            timeout=15,
+        )
+        names = sorted(n for n in r.stdout.split() if re.fullmatch(r"[0-9A-F]{24}", n))
+        mine = [n for n in names if int(n[:8], 16) == tli] or names
+        if not mine:
+            raise BackupError(f"no WAL segment in {primary}:{PG_DATA}/pg_wal")
+        seg = WalSegment.parse(mine[0])
+        start = format_lsn(seg.number() * 16 * 1024 * 1024)
+    spc_rel = "1663/" + relpath.split("/", 1)[1]
+    script = (
+        f"cd {PG_DATA}/pg_wal && {PG_BIN}/pg_waldump -p . -t {tli} -s {start} 2>/dev/null "
+        f"| grep -E 'rel {spc_rel} .*|^rmgr: Transaction .*desc: COMMIT' "
+        "| grep -E 'desc: (DELETE|COMMIT)'; true"
+    )
+    r = ssh.run(
+        inv, primary, f"cd /tmp && sudo -n -u postgres sh -c {shlex.quote(script)}", timeout=300
+    )
+    found = [b for b in parse_waldump(r.stdout, relpath) if b.kind == "drop" or b.rows >= min_rows]
+    if not found:
+        raise BackupError(
+            f"no transaction that deleted {min_rows}+ rows of {table} (or dropped it) in "
+            f"{primary}'s WAL since {start}; give the time of the change as a parameter"
+        )
+    return found[0]
+
+
+def bad_change_from_time(when: datetime) -> BadChange:
+    """T given by the person: restore to just before this time."""
+    when = when.astimezone(UTC)
+    return BadChange("given", 0, 0, "", when, "parameter")
+
+
+# -------------------------------------------------------------- the ledger
+def ledger_rows(
+    inv: Inventory, host: str, since: datetime | None = None, db: str = "ledger"
+) -> pd.DataFrame:
+    """Rows of ``orders`` on ``host`` (created at or after ``since``): every column."""
+    where = ""
+    if since is not None:
+        where = f" WHERE created_at >= '{since.astimezone(UTC).isoformat()}'"
+    out = stack.psql(
+        inv,
+        host,
+        "COPY (SELECT id, idempotency_key, customer, amount_cents, created_at FROM orders"
+        f"{where} ORDER BY id) TO STDOUT WITH (FORMAT csv)",
+        db=db,
+        timeout=300,
+    )
+    import io
+
+    df = pd.read_csv(
+        io.StringIO(out),
+        names=["id", "idempotency_key", "customer", "amount_cents", "created_at"],
+        dtype={"idempotency_key": str, "customer": str},
+    )
+    df["created_at"] = pd.to_datetime(df["created_at"], utc=True, format="ISO8601")
+    return df
+
+
+@dataclass(frozen=True)
+class PitrProof:
+    """A restored copy against the ledger of what clients were told."""
+
+    cut_from: datetime
+    cut_to: datetime
+    acked_before: int  # writes acknowledged before the target
+    sent_after: int  # writes sent after the target
+    uncertain: int  # sent before, answered after: either outcome is correct
+    missing: tuple[int, ...]  # acknowledged before the target, not in the copy
+    unexpected: tuple[str, ...]  # sent after the target, in the copy (idempotency keys)
+    rows: int  # ledger rows of this load in the copy
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.unexpected and self.acked_before > 0
+
+    def summary(self) -> str:
+        verdict = "EXACT" if self.ok else "WRONG"
+        return (
+            f"{verdict}: {self.acked_before} writes acknowledged before the target, "
+            f"{len(self.missing)} of them missing; {self.sent_after} sent after it, "
+            f"{len(self.unexpected)} of them present; {self.uncertain} in flight at the target"
+        )
+
+
+def _writes(records: pd.DataFrame) -> pd.DataFrame:
+    return records[records["kind"] == "post"]
+
+
+def prove_pitr(
+    records: pd.DataFrame,
+    restored: pd.DataFrame,
+    cut_from: datetime,
+    cut_to: datetime | None = None,
+) -> PitrProof:
+    """Check a restored copy against the load's records for a target between two instants.
+
+    ``cut_from``..``cut_to`` brackets the target as the client saw it (equal
+    for a time target; the call that created an LSN or restore point for
+    the others). Every write answered OK before ``cut_from`` must be in the
+    copy (by id and idempotency key); no write sent after ``cut_to`` may be.
+    """
+    cut_to = cut_to or cut_from
+    w = _writes(records)
+    a = pd.Timestamp(cut_from)
+    b = pd.Timestamp(cut_to)
+    acked = w[w["ok"] & w["order_id"].notna() & (w["answered_at"] < a)]
+    after = w[w["sent_at"] > b]
+    uncertain = len(w) - len(acked) - len(after) - len(w[~w["ok"] & (w["answered_at"] < a)])
+    keys = set(restored["idempotency_key"].astype(str))
+    ids = set(int(i) for i in restored["id"])
+    missing = tuple(
+        sorted(
+            int(oid)
+            for oid, key in zip(acked["order_id"], acked["idempotency_key"], strict=True)
+            if int(oid) not in ids or str(key) not in keys
+        )
+    )
+    unexpected = tuple(sorted(str(k) for k in after["idempotency_key"] if str(k) in keys))
+    return PitrProof(
+        cut_from=cut_from,
+        cut_to=cut_to,
+        acked_before=len(acked),
+        sent_after=len(after),
+        uncertain=max(uncertain, 0),
+        missing=missing,
+        unexpected=unexpected,
+        rows=len(restored),
+    )
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """Rows in the restored copy that production no longer has."""
+
+    rows: pd.DataFrame = field(repr=False)
+    expected: tuple[int, ...]  # what the bad change deleted, when known
+    missing: tuple[int, ...]  # deleted, yet not in the copy
+    extra: tuple[int, ...]  # in the copy and gone from production, not deleted by the change
+
+    @property
+    def ids(self) -> set[int]:
+        return set(int(i) for i in self.rows["id"])
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.extra and len(self.rows) > 0
+
+
+def prove_recovered(
+    restored: pd.DataFrame, production_ids: Iterable[int], deleted: Iterable[int] | None = None
+) -> Recovered:
+    """The rows that came back: in the copy, not in production; against what was deleted."""
+    prod = set(int(i) for i in production_ids)
+    back = restored[~restored["id"].astype(int).isin(prod)].reset_index(drop=True)
+    got = set(int(i) for i in back["id"])
+    exp = set(int(i) for i in deleted) if deleted is not None else got
+    return Recovered(
+        rows=back,
+        expected=tuple(sorted(exp)),
+        missing=tuple(sorted(exp - got)),
+        extra=tuple(sorted(got - exp)),
+    )
+
+
+def production_ids(inv: Inventory, primary: str, db: str = "ledger") -> set[int]:
+    out = stack.psql(inv, primary, "SELECT id FROM orders", db=db, timeout=300)
+    return {int(x) for x in out.split()}
+
+
+def _literal(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "NULL"
+    if isinstance(value, (int,)) or (hasattr(value, "dtype") and str(value).lstrip("-").isdigit()):
+        return str(int(value))
+    if isinstance(value, pd.Timestamp):
+        value = value.isoformat()
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def copy_back_sql(rows: pd.DataFrame) -> list[str]:
+    """INSERT statements (1000 rows each) that put ``rows`` back with their ids.
+
+    ``ON CONFLICT DO NOTHING``: a row already back (a re-run, or the app
+    retrying the same idempotency key) is left alone, so the repair can be
+    run again safely.
+    """
+    cols = ["id", "idempotency_key", "customer", "amount_cents", "created_at"]
+    out = []
+    records = rows[cols].to_dict("records")
+    for i in range(0, len(records), 1000):
+        values = ",".join(
+            "(" + ",".join(_literal(r[c]) for c in cols) + ")" for r in records[i : i + 1000]
+        )
+        out.append(f"INSERT INTO orders ({', '.join(cols)}) VALUES {values} ON CONFLICT DO NOTHING")
+    return out
+
+
+def copy_back(inv: Inventory, primary: str, rows: pd.DataFrame, db: str = "ledger") -> int:
+    """Insert ``rows`` into production's ``orders`` in one transaction; how many went in."""
+    if rows.empty:
+        return 0
+    statements = copy_back_sql(rows)
+    sql = "BEGIN;\n" + ";\n".join(statements) + ";\nCOMMIT;"
+    cmd = (
+        f"cd /tmp && sudo -n -u postgres psql -X -q -v ON_ERROR_STOP=1 -d {shlex.quote(db)} "
+        "-f - && sudo -n -u postgres psql -X -A -t -d "
+        + shlex.quote(db)
+        + " -c "
+        + shlex.quote(
+            "SELECT count(*) FROM orders WHERE id = ANY(ARRAY["
+            + ",".join(str(int(i)) for i in rows["id"])
+            + "]::bigint[])"
+        )
+    )
+    r = ssh.run(inv, primary, cmd, timeout=300, stdin=sql.encode())
+    if not r.ok:
+        raise FaultbookError(f"copying rows back on {primary} failed: {r.stderr.strip()[:300]}")
+    return int(r.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------- compare
+@dataclass(frozen=True)
+class Comparison:
+    """A restored copy against the primary, for rows that existed when the backup ended."""
+
+    before: datetime
+    restored_rows: int
+    primary_rows: int
+    restored_digest: str
+    primary_digest: str
+    later_rows: int  # rows in the copy created after ``before``
+    later_missing: tuple[int, ...]  # of those, not identical on the primary
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.restored_rows == self.primary_rows
+            and self.restored_digest == self.primary_digest
+            and not self.later_missing
+        )
+
+
+def _digest_sql(before: datetime) -> str:
+    return (
+        "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY id)), '') "
+        f"FROM orders t WHERE created_at < '{before.astimezone(UTC).isoformat()}'"
+    )
+
+
+def compare(
+    inv: Inventory, host: str, primary: str, before: datetime, db: str = "ledger"
+) -> Comparison:
+    """Compare the copy on ``host`` with ``primary``: every row created before ``before``.
+
+    Rows created before the backup started are identical on both (count and
+    an MD5 over every column, in id order); rows the copy has from later on
+    must each be on the primary, identical.
+    """
+    r_out = stack.psql(inv, host, _digest_sql(before), db=db, timeout=600).split("|")
+    p_out = stack.psql(inv, primary, _digest_sql(before), db=db, timeout=600).split("|")
+    later = ledger_rows(inv, host, since=before, db=db)
+    missing: tuple[int, ...] = ()
+    if len(later):
+        prod = ledger_rows(inv, primary, since=before, db=db)
+        merged = later.merge(prod, how="left", on="id", suffixes=("", "_p"), indicator=True)
+        same = (merged["_merge"] == "both") & (
+            merged["idempotency_key"] == merged["idempotency_key_p"]
+        )
+        missing = tuple(int(i) for i in merged.loc[~same, "id"])
+    return Comparison(
+        before=before,
+        restored_rows=int(str(r_out[0])),
+        primary_rows=int(str(p_out[0])),
+        restored_digest=r_out[1],
+        primary_digest=p_out[1],
+        later_rows=len(later),
+        later_missing=missing,
+    )
+
+
+def amcheck(inv: Inventory, host: str, db: str = "ledger") -> str:
+    """pg_amcheck of every table and index in ``db`` on the scratch copy ("" = no corruption)."""
+    cmd = (
+        f"cd /tmp && sudo -n -u postgres psql -X -q -d {db} "
+        "-c 'CREATE EXTENSION IF NOT EXISTS amcheck' "
+        f"&& sudo -n -u postgres {PG_BIN}/pg_amcheck -d {db} --heapallindexed"
+    )
+    r = ssh.run(inv, host, cmd, timeout=600)
+    if r.ok:
+        return ""
+    return (r.stdout + r.stderr).strip()[:500] or f"pg_amcheck exited {r.rc}"
+
+
+def lsn_after(a: str, b: str) -> bool:
+    return parse_lsn(a) > parse_lsn(b)
+
+
+def as_target_time(when: datetime) -> backup.RestoreTarget:
+    return backup.parse_target("time", when.astimezone(UTC).isoformat())
+
+
+__all__: Sequence[str] = (
+    "BadChange",
+    "Comparison",
+    "PitrProof",
+    "Preflight",
+    "Recovered",
+    "RestoreRun",
+    "VerifyResult",
+)
