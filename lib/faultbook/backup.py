@@ -356,12 +356,16 @@ class RestoreTarget:
     lsn: int | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
-        return "latest" if self.kind == "latest" else f"{self.kind} {self.value}"
+        if self.kind in ("latest", "immediate"):
+            return self.kind
+        return f"{self.kind} {self.value}"
 
     def pgbackrest_options(self) -> list[str]:
         """``pgbackrest restore`` options for this target (type and target)."""
         if self.kind == "latest":
             return ["--type=default"]
+        if self.kind == "immediate":
+            return ["--type=immediate"]
         if self.kind == "time":
             assert self.time is not None
             t = self.time.astimezone(UTC)
@@ -500,7 +504,7 @@ def backup_for_target(backups_df: pd.DataFrame, target: RestoreTarget) -> str:
     ``check_target`` when no backup ended before the target.
     """
     _require_backups(backups_df)
-    if target.kind in ("latest", "name"):
+    if target.kind in ("latest", "name", "immediate"):
         return str(backups_df.iloc[-1]["label"])
     if target.kind == "time":
         assert target.time is not None

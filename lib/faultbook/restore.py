@@ -130,17 +130,17 @@ def restore(
         if target.kind not in ("time", "lsn"):
             raise UsageError(f"an exclusive restore needs a time or lsn target, not {target.kind}")
         options.append("--target-exclusive")
-    evars: dict[str, Any] = {"restore_host": host, "restore_options": options}
+    evars: dict[str, Any] = {"restore_host": host, "pgbackrest_restore_options": options}
     # A label pgBackRest would choose itself is passed only when asked for:
     # for a time target pgBackRest picks the newest backup before it.
     if label:
-        evars["restore_set"] = label
-    elif target.kind in ("lsn", "name", "latest"):
-        evars["restore_set"] = chosen
+        evars["pgbackrest_restore_set"] = label
+    elif target.kind in ("lsn", "name", "latest", "immediate"):
+        evars["pgbackrest_restore_set"] = chosen
     if process_max is not None:
-        evars["restore_process_max"] = int(process_max)
+        evars["pgbackrest_restore_process_max"] = int(process_max)
     if delta is not None:
-        evars["restore_delta"] = bool(delta)
+        evars["pgbackrest_restore_delta"] = bool(delta)
     result = ansible.run_playbook(
         "db_restore.yml", inv, extravars=evars, event_handler=event_handler
     )
@@ -271,12 +271,14 @@ def check_passphrase(inv: Inventory, passphrase: str) -> None:
         problem = backup._error_line(r.stderr or r.stdout)
     else:
         try:
-            code, message = backup.repository_status(json.loads(r.stdout), name)
+            code, message = backup.repository_status(json.loads(r.stdout, strict=False), name)
         except (ValueError, BackupError) as exc:
             code, message = 99, str(exc)
         if code not in (0, 2):
             problem = message
     if problem:
+        problem = "".join(c if c.isprintable() else " " for c in problem)
+        problem = " ".join(problem.split())[:200]
         raise PassphraseError(
             f"the repository passphrase does not open stanza {name!r} on {host} "
             f"(pgBackRest: {problem}); expected the passphrase the repository was created with"
@@ -445,8 +447,8 @@ def parse_waldump(text: str, relpath: str) -> list[BadChange]:
 
     Heap DELETE records are counted per xid for the relation (pg_waldump's
     ``rel SPC/DB/REL``); a COMMIT that drops the relation's file is a
-    DROP TABLE or TRUNCATE. Only committed transactions are returned, most
-    rows first.
+    DROP TABLE or TRUNCATE. Only committed transactions are returned, in
+    commit order.
     """
     spc_rel = "1663/" + relpath.split("/", 1)[1] if relpath.startswith("base/") else relpath
     deletes: dict[int, int] = {}
@@ -464,17 +466,58 @@ def parse_waldump(text: str, relpath: str) -> list[BadChange]:
         when = pd.Timestamp(f"{ts} {tz}").tz_convert("UTC").to_pydatetime()
         dropped = re.search(rf"rels:[^;]*\b{re.escape(relpath)}\b", rest) is not None
         if xid in deletes or dropped:
-            out.append(
-                BadChange(
-                    "drop" if dropped else "delete",
-                    xid,
-                    deletes.get(xid, 0),
-                    lsn,
-                    when,
-                    "wal",
-                )
-            )
-    return sorted(out, key=lambda b: (b.kind != "drop", -b.rows, b.commit_lsn))
+            kind = "drop" if dropped else "delete"
+            out.append(BadChange(kind, xid, deletes.get(xid, 0), lsn, when, "wal"))
+    return sorted(out, key=lambda b: parse_lsn(b.commit_lsn))
+
+
+def bad_changes(
+    inv: Inventory,
+    primary: str,
+    table: str = "orders",
+    db: str = "ledger",
+    since_lsn: str | None = None,
+) -> list[BadChange]:
+    """Every committed DELETE (or DROP/TRUNCATE) on ``table`` in the primary's pg_wal, oldest first.
+
+    pg_waldump reads from ``since_lsn`` (default: the oldest segment still in
+    pg_wal) to the end of the WAL, on the primary, as postgres.
+    """
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", table):
+        raise UsageError(f"table name {table!r} is not a plain identifier")
+    relpath = stack.psql(inv, primary, f"SELECT pg_relation_filepath('{table}')", db=db)
+    if not relpath.startswith("base/"):
+        raise BackupError(f"table {table} in database {db} has no file ({relpath!r})")
+    tli = int(stack.psql(inv, primary, "SELECT timeline_id FROM pg_control_checkpoint()"))
+    start = since_lsn
+    if start is None:
+        r = ssh.run(inv, primary, f"sudo -n ls {PG_DATA}/pg_wal", timeout=15)
+        names = sorted(n for n in r.stdout.split() if re.fullmatch(r"[0-9A-F]{24}", n))
+        mine = [n for n in names if int(n[:8], 16) == tli] or names
+        if not mine:
+            raise BackupError(f"no WAL segment in {primary}:{PG_DATA}/pg_wal")
+        start = format_lsn(WalSegment.parse(mine[0]).number() * 16 * 1024 * 1024)
+    spc_rel = "1663/" + relpath.split("/", 1)[1]
+    script = (
+        f"cd {PG_DATA}/pg_wal && {PG_BIN}/pg_waldump -p . -t {tli} -s {start} 2>/dev/null "
+        f"| grep -E 'rel {spc_rel} .*|^rmgr: Transaction .*desc: COMMIT' "
+        "| grep -E 'desc: (DELETE|COMMIT)'; true"
+    )
+    r = ssh.run(
+        inv, primary, f"cd /tmp && sudo -n -u postgres sh -c {shlex.quote(script)}", timeout=300
+    )
+    return parse_waldump(r.stdout, relpath)
+
+
+def pick_bad_change(found: Sequence[BadChange], min_rows: int = 1) -> BadChange:
+    """The newest drop, or the newest DELETE of at least ``min_rows`` rows."""
+    for b in reversed(found):
+        if b.kind == "drop" or b.rows >= min_rows:
+            return b
+    raise BackupError(
+        f"no transaction that deleted {min_rows}+ rows (or dropped the table) is in the WAL "
+        "still on the primary; give the time of the change as bad_change_time"
+    )
 
 
 def find_bad_change(
@@ -485,47 +528,13 @@ def find_bad_change(
     min_rows: int = 1,
     since_lsn: str | None = None,
 ) -> BadChange:
-    """The destructive transaction on ``table`` in the primary's pg_wal, found with pg_waldump.
+    """The newest destructive transaction on ``table`` in the primary's WAL (pg_waldump)."""
+    return pick_bad_change(bad_changes(inv, primary, table, db, since_lsn), min_rows)
 
-    Reads from ``since_lsn`` (default: the oldest segment still in pg_wal)
-    to the end of the WAL. Raises BackupError when there is none.
-    """
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", table):
-        raise UsageError(f"table name {table!r} is not a plain identifier")
-    relpath = stack.psql(inv, primary, f"SELECT pg_relation_filepath('{table}')", db=db)
-    if not relpath.startswith("base/"):
-        raise BackupError(f"table {table} in database {db} has no file ({relpath!r})")
-    tli = int(stack.psql(inv, primary, "SELECT timeline_id FROM pg_control_checkpoint()"))
-    start = since_lsn
-    if start is None:
-        r = ssh.run(
-            inv,
-            primary,
-            f"sudo -n ls {PG_DATA}/pg_wal",
-            timeout=15,
-        )
-        names = sorted(n for n in r.stdout.split() if re.fullmatch(r"[0-9A-F]{24}", n))
-        mine = [n for n in names if int(n[:8], 16) == tli] or names
-        if not mine:
-            raise BackupError(f"no WAL segment in {primary}:{PG_DATA}/pg_wal")
-        seg = WalSegment.parse(mine[0])
-        start = format_lsn(seg.number() * 16 * 1024 * 1024)
-    spc_rel = "1663/" + relpath.split("/", 1)[1]
-    script = (
-        f"cd {PG_DATA}/pg_wal && {PG_BIN}/pg_waldump -p . -t {tli} -s {start} 2>/dev/null "
-        f"| grep -E 'rel {spc_rel} .*|^rmgr: Transaction .*desc: COMMIT' "
-        "| grep -E 'desc: (DELETE|COMMIT)'; true"
-    )
-    r = ssh.run(
-        inv, primary, f"cd /tmp && sudo -n -u postgres sh -c {shlex.quote(script)}", timeout=300
-    )
-    found = [b for b in parse_waldump(r.stdout, relpath) if b.kind == "drop" or b.rows >= min_rows]
-    if not found:
-        raise BackupError(
-            f"no transaction that deleted {min_rows}+ rows of {table} (or dropped it) in "
-            f"{primary}'s WAL since {start}; give the time of the change as a parameter"
-        )
-    return found[0]
+
+def changes_frame(found: Sequence[BadChange]) -> pd.DataFrame:
+    cols = ["kind", "xid", "rows", "commit_lsn", "commit_time"]
+    return pd.DataFrame([{c: getattr(b, c) for c in cols} for b in found], columns=cols)
 
 
 def bad_change_from_time(when: datetime) -> BadChange:
@@ -550,10 +559,22 @@ def ledger_rows(
         db=db,
         timeout=300,
     )
+    return _rows(out)
+
+
+LEDGER_COLUMNS = ["id", "idempotency_key", "customer", "amount_cents", "created_at"]
+
+
+def _rows(csv_text: str) -> pd.DataFrame:
     import io
 
+    if not csv_text.strip():
+        df = pd.DataFrame({c: pd.Series(dtype="object") for c in LEDGER_COLUMNS})
+        df["id"] = df["id"].astype("int64")
+        df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+        return df
     df = pd.read_csv(
-        io.StringIO(out),
+        io.StringIO(csv_text),
         names=["id", "idempotency_key", "customer", "amount_cents", "created_at"],
         dtype={"idempotency_key": str, "customer": str},
     )
@@ -588,7 +609,7 @@ class PitrProof:
 
 
 def _writes(records: pd.DataFrame) -> pd.DataFrame:
-    return records[records["kind"] == "post"]
+    return records[records["kind"].astype(str).str.upper() == "POST"]
 
 
 def prove_pitr(
@@ -761,9 +782,16 @@ def compare(
     an MD5 over every column, in id order); rows the copy has from later on
     must each be on the primary, identical.
     """
-    r_out = stack.psql(inv, host, _digest_sql(before), db=db, timeout=600).split("|")
+    # A backup taken before the ledger's table existed restores without it:
+    # then the primary must have no row from before the backup either.
+    exists = stack.psql(inv, host, "SELECT to_regclass('orders') IS NOT NULL", db=db) == "t"
+    r_out = (
+        stack.psql(inv, host, _digest_sql(before), db=db, timeout=600).split("|")
+        if exists
+        else ["0", ""]
+    )
     p_out = stack.psql(inv, primary, _digest_sql(before), db=db, timeout=600).split("|")
-    later = ledger_rows(inv, host, since=before, db=db)
+    later = ledger_rows(inv, host, since=before, db=db) if exists else _rows("")
     missing: tuple[int, ...] = ()
     if len(later):
         prod = ledger_rows(inv, primary, since=before, db=db)
@@ -798,6 +826,74 @@ def amcheck(inv: Inventory, host: str, db: str = "ledger") -> str:
 
 def lsn_after(a: str, b: str) -> bool:
     return parse_lsn(a) > parse_lsn(b)
+
+
+IMMEDIATE = backup.RestoreTarget("immediate", "immediate")
+
+
+# ------------------------------------------------------------------ drills
+@dataclass(frozen=True)
+class DrillTarget:
+    """A restore target made during a drill, bracketed by the controller's clock."""
+
+    target: backup.RestoreTarget
+    cut_from: datetime  # just before the target was made
+    cut_to: datetime  # just after
+
+
+def make_target(inv: Inventory, primary: str, kind: str, name: str = "") -> DrillTarget:
+    """Make a restore target of ``kind`` now: the time, the current LSN, or a restore point."""
+    t0 = datetime.now(UTC)
+    if kind == "time":
+        return DrillTarget(as_target_time(t0), t0, t0)
+    if kind == "lsn":
+        lsn = stack.psql(inv, primary, "SELECT pg_current_wal_lsn()")
+        t1 = datetime.now(UTC)
+        return DrillTarget(backup.parse_target("lsn", lsn), t0, t1)
+    if kind == "name":
+        point = name or f"faultbook-{t0:%Y%m%dT%H%M%S}"
+        backup.parse_target("name", point)  # refuses a bad name before it is created
+        stack.psql(inv, primary, f"SELECT pg_create_restore_point('{point}')")
+        t1 = datetime.now(UTC)
+        return DrillTarget(backup.parse_target("name", point), t0, t1)
+    raise UsageError(f"a drill makes a time, lsn or name target, not {kind!r}")
+
+
+def bad_change(
+    inv: Inventory, primary: str, customer: str, since: datetime
+) -> tuple[set[int], datetime]:
+    """The drill's accidental DELETE: every third order of ``customer`` since ``since``.
+
+    Only the drill's own rows are touched. Returns the ids it deleted and the
+    time just before it ran.
+    """
+    at = datetime.now(UTC)
+    sql = (
+        f"DELETE FROM orders WHERE customer = {_literal(customer)} "
+        f"AND created_at >= '{since.astimezone(UTC).isoformat()}' AND id % 3 = 0 RETURNING id"
+    )
+    out = stack.psql(inv, primary, sql, db="ledger", timeout=60)
+    # One id per line; psql ends with the command tag ("DELETE 57"), not an id.
+    ids = {int(line) for line in out.splitlines() if line.strip().isdigit()}
+    return ids, at
+
+
+class scratch:  # noqa: N801 - used as a context manager: ``with restore.scratch(inv, host):``
+    """Wipe the scratch host if the block fails, so a failed step leaves no copy behind."""
+
+    def __init__(self, inv: Inventory, host: str) -> None:
+        self.inv = inv
+        self.host = host
+
+    def __enter__(self) -> scratch:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            try:
+                wipe(self.inv, self.host)
+            except FaultbookError as err:
+                log.warning("wiping %s after a failure failed too: %s", self.host, err)
 
 
 def as_target_time(when: datetime) -> backup.RestoreTarget:
