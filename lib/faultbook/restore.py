@@ -465,9 +465,13 @@ def parse_waldump(text: str, relpath: str) -> list[BadChange]:
         xid, lsn, ts, tz, rest = int(c.group(1)), c.group(2), c.group(3), c.group(4), c.group(5)
         when = pd.Timestamp(f"{ts} {tz}").tz_convert("UTC").to_pydatetime()
         dropped = re.search(rf"rels:[^;]*\b{re.escape(relpath)}\b", rest) is not None
-        if xid in deletes or dropped:
+        # Deletes in committed subtransactions (savepoints) carry their own xids.
+        subs = re.search(r"; subxacts:((?: \d+)+)", rest)
+        xids = [xid, *(int(x) for x in subs.group(1).split())] if subs else [xid]
+        rows = sum(deletes.get(x, 0) for x in xids)
+        if rows or dropped:
             kind = "drop" if dropped else "delete"
-            out.append(BadChange(kind, xid, deletes.get(xid, 0), lsn, when, "wal"))
+            out.append(BadChange(kind, xid, rows, lsn, when, "wal"))
     return sorted(out, key=lambda b: parse_lsn(b.commit_lsn))
 
 
@@ -577,6 +581,8 @@ def _rows(csv_text: str) -> pd.DataFrame:
         io.StringIO(csv_text),
         names=["id", "idempotency_key", "customer", "amount_cents", "created_at"],
         dtype={"idempotency_key": str, "customer": str},
+        keep_default_na=False,  # a customer named "NA" or "null" is not NULL
+        na_values=[""],
     )
     df["created_at"] = pd.to_datetime(df["created_at"], utc=True, format="ISO8601")
     return df
