@@ -10,6 +10,13 @@ and max of its figure (client-visible write outage, or failed requests).
 measures `faultbook lab up` (cold: no image cached; warm: image cached,
 until all hosts are SSH-ready and systemd running) and `faultbook lab down`.
 The cold run uses a throwaway FAULTBOOK_HOME so the cached image is kept.
+
+    python -m faultbook.bench restore [--seed-mib 1024] [--runs 3] [--no-matrix]
+
+seeds pgbench tables on the primary, takes full backups and restores them
+onto the scratch host with a cold page cache: restore time, restored and
+verified time, and the ratio to a raw copy of the same bytes on the same
+disk; with the matrix, compression types, process-max and delta restore.
 """
 
 from __future__ import annotations
@@ -216,6 +223,138 @@ def bench_drills(runs: int, only: list[str], out: Path) -> dict[str, Any]:
     return result
 
 
+def _drop_caches() -> None:
+    """Empty the page cache (the controller is the lab's kernel: every host's files)."""
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+RAW_PATH = "/var/lib/postgresql/faultbook-rawcopy"
+
+
+def raw_copy_s(inv: Any, host: str, nbytes: int) -> float:
+    """Seconds to copy NBYTES with dd (4 MiB blocks, fsync) on HOST's disk, page cache cold."""
+    from faultbook import ssh
+
+    src, dst = f"{RAW_PATH}.src", f"{RAW_PATH}.dst"
+    make = f"head -c {int(nbytes)} /dev/urandom > {src} && sync"
+    r = ssh.run(inv, host, make, sudo=True, timeout=900)
+    if not r.ok:
+        raise SystemExit(f"cannot write {host}:{src}: {r.stderr.strip()}")
+    _drop_caches()
+    copy = (
+        f"t0=$(date +%s.%N); dd if={src} of={dst} bs=4M conv=fsync status=none; "
+        f"t1=$(date +%s.%N); rm -f {src} {dst}; echo $t0 $t1"
+    )
+    r = ssh.run(inv, host, copy, sudo=True, timeout=900)
+    t0, t1 = (float(x) for x in r.stdout.split()[-2:])
+    return t1 - t0
+
+
+def _full_backup(inv: Any, compress: str) -> tuple[str, float]:
+    from faultbook import backup
+
+    before = set(backup.backups(backup.info(inv))["label"])
+    t0 = time.monotonic()
+    backup.pgbackrest(
+        inv,
+        [
+            f"--stanza={backup.stanza_name(inv)}",
+            "--type=full",
+            f"--compress-type={compress}",
+            "--log-level-console=warn",
+            "backup",
+        ],
+        timeout=3600,
+    )
+    dt = time.monotonic() - t0
+    df = backup.backups(backup.info(inv))
+    new = df[~df["label"].isin(before)]
+    return str(new["label"].iloc[-1]), dt
+
+
+def bench_restore(seed_mib: float, runs: int, matrix: bool) -> dict[str, Any]:
+    """Seed SEED_MIB, back it up, restore it onto the scratch host; against a raw copy.
+
+    With MATRIX: every compression type x process-max once, and a delta
+    restore onto the previous copy; then RUNS restores with the role's
+    defaults. Each restore starts with a cold page cache.
+    """
+    from faultbook import inventory, restore, stack
+
+    inv = inventory.load("lab")
+    primary = stack.primary(inv)
+    host = restore.scratch_host(inv, inv.group("restore")[0].name)
+    t0 = time.monotonic()
+    size = restore.seed_volume(inv, primary, seed_mib)
+    seed_s = time.monotonic() - t0
+    want = restore.seed_digest(inv, primary)
+    print(f"seed: {size / 2**20:.0f} MiB in database {restore.SEED_DB} ({seed_s:.0f}s)", flush=True)
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "seed_bytes": size,
+        "seed_s": round(seed_s, 1),
+        "runs": [],
+        "backups": [],
+    }
+
+    def one(label: str, compress: str, pm: int, delta: bool, tag: str) -> dict[str, Any]:
+        if not delta:
+            restore.wipe(inv, host)
+        _drop_caches()
+        run = restore.restore(
+            inv, host, restore.IMMEDIATE, label=label, process_max=pm, delta=delta
+        )
+        t1 = time.monotonic()
+        got = restore.seed_digest(inv, host)
+        verify_s = time.monotonic() - t1
+        raw = raw_copy_s(inv, host, run.size)
+        row = {
+            "tag": tag,
+            "compress": compress,
+            "process_max": pm,
+            "delta": delta,
+            "bytes": run.size,
+            "restore_s": round(run.restore_s, 2),
+            "restored_and_up_s": round(run.total_s, 2),
+            "verify_s": round(verify_s, 2),
+            "restored_and_verified_s": round(run.total_s + verify_s, 2),
+            "verified": got == want,
+            "raw_copy_s": round(raw, 2),
+            "throughput_mib_s": round(run.size / run.restore_s / 2**20, 1),
+            "raw_mib_s": round(run.size / raw / 2**20, 1),
+            "ratio": round(raw / run.restore_s, 2),
+        }
+        print(json.dumps(row), flush=True)
+        if not row["verified"]:
+            raise SystemExit(f"restored data differ from the primary: {got} != {want}")
+        return row
+
+    configs = [("zst", [1, 2, 4]), ("lz4", [2]), ("none", [2])] if matrix else []
+    for compress, pms in configs:
+        label, backup_s = _full_backup(inv, compress)
+        result["backups"].append(
+            {"compress": compress, "label": label, "backup_s": round(backup_s, 1)}
+        )
+        print(f"full backup {label} ({compress}): {backup_s:.0f}s", flush=True)
+        for pm in pms:
+            result["runs"].append(one(label, compress, pm, False, "matrix"))
+        result["runs"].append(one(label, compress, 2, True, "matrix-delta"))
+    label, backup_s = _full_backup(inv, "zst")
+    result["backups"].append({"compress": "zst", "label": label, "backup_s": round(backup_s, 1)})
+    for _ in range(runs):
+        result["runs"].append(one(label, "zst", 2, False, "default"))
+    restore.wipe(inv, host)
+    main = [r for r in result["runs"] if r["tag"] == "default"]
+    if main:
+        result["default"] = {
+            "restore_s_p50": _pct([r["restore_s"] for r in main], 0.5),
+            "restored_and_verified_s_p50": _pct([r["restored_and_verified_s"] for r in main], 0.5),
+            "ratio_p50": _pct([r["ratio"] for r in main], 0.5),
+        }
+    return result
+
+
 def _step_s(step: dict[str, Any]) -> float:
     from datetime import datetime
 
@@ -238,8 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     drills.add_argument("--runs", type=int, default=5)
     drills.add_argument("--only", action="append", default=[], choices=list(DRILLS))
     drills.add_argument("--out", type=Path, default=Path("reports/bench"))
+    rest = sub.add_parser("restore", help="seed, back up and restore onto the scratch host")
+    rest.add_argument("--seed-mib", type=float, default=1024)
+    rest.add_argument("--runs", type=int, default=3)
+    rest.add_argument("--no-matrix", dest="matrix", action="store_false")
+    rest.add_argument("--out", type=Path, default=Path("reports/bench"))
     a = ap.parse_args(argv)
-    if a.what == "drills":
+    if a.what == "restore":
+        result = bench_restore(a.seed_mib, a.runs, a.matrix)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "restore.json").write_text(json.dumps(result, indent=2) + "\n")
+    elif a.what == "drills":
         result = bench_drills(a.runs, a.only, a.out)
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "drills.json").write_text(json.dumps(result, indent=2) + "\n")

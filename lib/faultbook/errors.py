@@ -102,3 +102,7 @@ class BackupError(FaultbookError):
 
 class RestoreTargetError(UsageError):
     """A restore target or backup label no backup in the repository can serve."""
+
+
+class PassphraseError(BackupError, UsageError):
+    """A repository passphrase that does not decrypt the repository (exit 2)."""

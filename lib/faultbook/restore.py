@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 
 from faultbook import ansible, backup, ssh, stack
-from faultbook.errors import BackupError, FaultbookError, UsageError
+from faultbook.errors import BackupError, FaultbookError, PassphraseError, UsageError
 from faultbook.inventory import Inventory
 from faultbook.wal import WalSegment, format_lsn, parse_lsn
 
@@ -283,10 +283,6 @@ def check_passphrase(inv: Inventory, passphrase: str) -> None:
             f"the repository passphrase does not open stanza {name!r} on {host} "
             f"(pgBackRest: {problem}); expected the passphrase the repository was created with"
         )
-
-
-class PassphraseError(BackupError, UsageError):
-    """A repository passphrase that does not decrypt the repository (exit 2)."""
 
 
 # ---------------------------------------------------------------- pre-flight
@@ -835,6 +831,47 @@ def lsn_after(a: str, b: str) -> bool:
 
 
 IMMEDIATE = backup.RestoreTarget("immediate", "immediate")
+
+# ------------------------------------------------------------- data volume
+SEED_DB = "faultbook_seed"
+# pgbench -i: one scale unit is 100,000 accounts, about 15 MiB with its indexes.
+SEED_MIB_PER_SCALE = 15.0
+
+
+def seed_volume(inv: Inventory, primary: str, mib: float, db: str = SEED_DB) -> int:
+    """At least ``mib`` MiB of pgbench tables in database ``db`` on the primary; its size in bytes.
+
+    ``pgbench -i`` (server-side generation) when the database holds less;
+    nothing when it already holds enough. Replicates and archives like any
+    other write, so a full backup afterwards holds it.
+    """
+    if mib <= 0:
+        return 0
+    if not 1 <= mib <= 1024 * 1024:
+        raise UsageError(f"seed size must be between 1 MiB and 1 TiB, got {mib!r} MiB")
+    scale = max(1, int(-(-mib // SEED_MIB_PER_SCALE)))
+    exists = stack.psql(inv, primary, f"SELECT 1 FROM pg_database WHERE datname = '{db}'")
+    if not exists:
+        stack.psql(inv, primary, f"CREATE DATABASE {db}")
+    size = int(stack.psql(inv, primary, f"SELECT pg_database_size('{db}')"))
+    if size >= mib * 1024 * 1024:
+        return size
+    cmd = f"cd /tmp && sudo -n -u postgres {PG_BIN}/pgbench -i -q -I dtGvp -s {scale} {db}"
+    r = ssh.run(inv, primary, cmd, timeout=3600)
+    if not r.ok:
+        raise FaultbookError(f"pgbench -i on {primary} failed: {r.stderr.strip()[-300:]}")
+    return int(stack.psql(inv, primary, f"SELECT pg_database_size('{db}')"))
+
+
+def seed_digest(inv: Inventory, host: str, db: str = SEED_DB) -> str:
+    """Row count and an order-independent hash of every row of pgbench_accounts."""
+    return stack.psql(
+        inv,
+        host,
+        "SELECT count(*), sum(hashtextextended(t::text, 0)) FROM pgbench_accounts t",
+        db=db,
+        timeout=600,
+    )
 
 
 # ------------------------------------------------------------------ drills
