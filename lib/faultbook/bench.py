@@ -223,34 +223,6 @@ def bench_drills(runs: int, only: list[str], out: Path) -> dict[str, Any]:
     return result
 
 
-def _drop_caches() -> None:
-    """Empty the page cache (the controller is the lab's kernel: every host's files)."""
-    subprocess.run(["sync"], check=True)
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-RAW_PATH = "/var/lib/postgresql/faultbook-rawcopy"
-
-
-def raw_copy_s(inv: Any, host: str, nbytes: int) -> float:
-    """Seconds to copy NBYTES with dd (4 MiB blocks, fsync) on HOST's disk, page cache cold."""
-    from faultbook import ssh
-
-    src, dst = f"{RAW_PATH}.src", f"{RAW_PATH}.dst"
-    make = f"head -c {int(nbytes)} /dev/urandom > {src} && sync"
-    r = ssh.run(inv, host, make, sudo=True, timeout=900)
-    if not r.ok:
-        raise SystemExit(f"cannot write {host}:{src}: {r.stderr.strip()}")
-    _drop_caches()
-    copy = (
-        f"t0=$(date +%s.%N); dd if={src} of={dst} bs=4M conv=fsync status=none; "
-        f"t1=$(date +%s.%N); rm -f {src} {dst}; echo $t0 $t1"
-    )
-    r = ssh.run(inv, host, copy, sudo=True, timeout=900)
-    t0, t1 = (float(x) for x in r.stdout.split()[-2:])
-    return t1 - t0
-
-
 def _full_backup(inv: Any, compress: str) -> tuple[str, float]:
     from faultbook import backup
 
@@ -301,14 +273,14 @@ def bench_restore(seed_mib: float, runs: int, matrix: bool) -> dict[str, Any]:
     def one(label: str, compress: str, pm: int, delta: bool, tag: str) -> dict[str, Any]:
         if not delta:
             restore.wipe(inv, host)
-        _drop_caches()
+        restore.drop_caches(inv, host)
         run = restore.restore(
             inv, host, restore.IMMEDIATE, label=label, process_max=pm, delta=delta
         )
         t1 = time.monotonic()
         got = restore.seed_digest(inv, host)
         verify_s = time.monotonic() - t1
-        raw = raw_copy_s(inv, host, run.size)
+        raw = restore.raw_copy_s(inv, host, run.size)
         row = {
             "tag": tag,
             "compress": compress,

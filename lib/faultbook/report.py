@@ -1,9 +1,10 @@
-"""The demo report: the health check and the drills in turn, one directory to read.
+"""The demo report: the health check, the drills and a PITR drill in turn, one directory to read.
 
 ``faultbook demo --out DIR`` runs each runbook with papermill into DIR/<name>/
 (executed notebook, HTML, result.json, traffic.csv), then writes
 
-- DIR/summary.csv and DIR/summary.md: RTO, lost writes and failed requests per drill;
+- DIR/summary.csv and DIR/summary.md: RTO, lost writes and failed requests per drill,
+  and the ledger proof of the point-in-time restore drill;
 - DIR/summary.png: the same as a chart;
 - DIR/timeline.png: every drill's requests per second on one figure, aligned on its fault;
 - DIR/index.html: links to all of it.
@@ -40,6 +41,7 @@ DEMO: tuple[Item, ...] = (
     Item("web-node-kill", "web-node-failure", {"mode": "drill", "target": "web2"}),
     Item("db-primary-crash", "db-failover", {"mode": "drill", "fault": "host-crash"}),
     Item("lb-master-crash", "lb-failover", {"mode": "drill"}),
+    Item("pitr", "backup-restore", {"mode": "pitr", "drill": True, "target_kind": "time"}),
 )
 
 
@@ -60,6 +62,7 @@ def summary_row(name: str, doc: dict[str, Any]) -> dict[str, Any]:
         "failed_requests": m.get("failed_requests"),
         "total_requests": m.get("total_requests"),
         "p99_ms": m.get("p99_ms"),
+        "proof": next((s["detail"] for s in doc.get("steps", []) if s.get("name") == "prove"), ""),
     }
 
 

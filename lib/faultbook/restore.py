@@ -499,7 +499,7 @@ def bad_changes(
         start = format_lsn(WalSegment.parse(mine[0]).number() * 16 * 1024 * 1024)
     spc_rel = "1663/" + relpath.split("/", 1)[1]
     script = (
-        f"cd {PG_DATA}/pg_wal && {PG_BIN}/pg_waldump -p . -t {tli} -s {start} 2>/dev/null "
+        f"cd {PG_DATA}/pg_wal && TZ=UTC {PG_BIN}/pg_waldump -p . -t {tli} -s {start} 2>/dev/null "
         f"| grep -E 'rel {spc_rel} .*|^rmgr: Transaction .*desc: COMMIT' "
         "| grep -E 'desc: (DELETE|COMMIT)'; true"
     )
@@ -861,6 +861,52 @@ def seed_volume(inv: Inventory, primary: str, mib: float, db: str = SEED_DB) -> 
     if not r.ok:
         raise FaultbookError(f"pgbench -i on {primary} failed: {r.stderr.strip()[-300:]}")
     return int(stack.psql(inv, primary, f"SELECT pg_database_size('{db}')"))
+
+
+def drop_caches(inv: Inventory, host: str) -> None:
+    """Empty the page cache that ``host``'s files are in, so a timing starts cold.
+
+    On a real host: its kernel's cache. In the lab every host shares the
+    controller's kernel (a container cannot write /proc/sys), so the
+    controller drops it.
+    """
+    r = ssh.run(inv, host, "sync && echo 3 > /proc/sys/vm/drop_caches", sudo=True, timeout=120)
+    if r.ok:
+        return
+    if not inv.is_lab:
+        raise BackupError(f"cannot drop the page cache on {host}: {r.stderr.strip()}")
+    import subprocess
+    from pathlib import Path
+
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+RAW_PATH = "/var/lib/postgresql/faultbook-rawcopy"
+
+
+def raw_copy_s(inv: Inventory, host: str, nbytes: int) -> float:
+    """Seconds to copy ``nbytes`` with dd (4 MiB blocks, fsync) on ``host``'s disk, cache cold.
+
+    The machine's physical limit for a restore of that size: the same bytes
+    read and written on the same file system, nothing else.
+    """
+    src, dst = f"{RAW_PATH}.src", f"{RAW_PATH}.dst"
+    r = ssh.run(
+        inv, host, f"head -c {int(nbytes)} /dev/urandom > {src} && sync", sudo=True, timeout=900
+    )
+    if not r.ok:
+        raise BackupError(f"cannot write {host}:{src}: {r.stderr.strip()}")
+    drop_caches(inv, host)
+    copy = (
+        f"t0=$(date +%s.%N); dd if={src} of={dst} bs=4M conv=fsync status=none; rc=$?; "
+        f"t1=$(date +%s.%N); rm -f {src} {dst}; echo $t0 $t1; exit $rc"
+    )
+    r = ssh.run(inv, host, copy, sudo=True, timeout=900)
+    if not r.ok:
+        raise BackupError(f"raw copy on {host} failed: {r.stderr.strip()}")
+    t0, t1 = (float(x) for x in r.stdout.split()[-2:])
+    return t1 - t0
 
 
 def seed_digest(inv: Inventory, host: str, db: str = SEED_DB) -> str:

@@ -39,7 +39,8 @@ def _records(n: int, fail_from: int, fail_to: int) -> pd.DataFrame:
 
 def fake_run(runbook: str, params: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    run = Run.start(runbook, params.get("mode", "incident"), params)
+    mode = params.get("mode", "incident")
+    run = Run.start(runbook, mode if mode in ("incident", "drill") else "drill", params)
     if runbook != "health-check":
         run.metrics.update(rto_s=2.5, lost_writes=0, failed_requests=7, total_requests=50)
         run.fault = {
