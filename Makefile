@@ -67,7 +67,8 @@ integration: setup
 	$(FB) lab up
 	$(PYTEST) -q -m integration tests/integration/test_stack.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
-	  tests/integration/test_webtier.py tests/integration/test_drills.py
+	  tests/integration/test_webtier.py tests/integration/test_drills.py \
+	  tests/integration/test_restore.py
 	$(NBVAL)
 	$(PYTEST) -q -m integration tests/integration/test_lab.py
 
@@ -101,6 +102,7 @@ bench: setup
 	$(FB) lab up
 	$(PY) -m faultbook.bench vip --seconds 20
 	$(PY) -m faultbook.bench drills --runs 5 --out $(REPORTS)/bench
+	$(PY) -m faultbook.bench restore --seed-mib 1024 --runs 3 --out $(REPORTS)/bench
 	$(FB) lab down
 
 lab-up: setup
