@@ -86,8 +86,9 @@ test: setup
 	echo "== taking the lab down"; $(FB) lab down || rc=1; \
 	exit $$rc
 
-# The health check, then the web node, database and load balancer drills in
-# turn; `faultbook demo` prints the summary table and the report's path.
+# The health check, then the web node, database and load balancer drills and the
+# point-in-time restore drill in turn; `faultbook demo` prints the summary table
+# and the report's path.
 demo: setup
 	$(FB) lab up
 	@rc=0; $(FB) demo --out $(REPORTS)/demo || rc=$$?; \

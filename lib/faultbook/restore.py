@@ -257,13 +257,16 @@ def check_passphrase(inv: Inventory, passphrase: str) -> None:
         "IFS= read -r PGBACKREST_REPO1_CIPHER_PASS; export PGBACKREST_REPO1_CIPHER_PASS; "
         f"cd /tmp && exec pgbackrest --stanza={shlex.quote(name)} --output=json info"
     )
-    r = ssh.run(
-        inv,
-        host,
-        f"sudo -n -u postgres sh -c {shlex.quote(script)}",
-        timeout=60,
-        stdin=(passphrase + "\n").encode(),
-    )
+    for user in backup.REPO_USERS:
+        r = ssh.run(
+            inv,
+            host,
+            f"sudo -n -u {user} sh -c {shlex.quote(script)}",
+            timeout=60,
+            stdin=(passphrase + "\n").encode(),
+        )
+        if "unknown user" not in r.stderr:
+            break
     import json
 
     problem = ""
@@ -438,13 +441,15 @@ _WD_COMMIT = re.compile(
 )
 
 
-def parse_waldump(text: str, relpath: str) -> list[BadChange]:
+def parse_waldump(text: str, relpath: str, db_dir: str = "") -> list[BadChange]:
     """Destructive committed transactions on ``relpath`` ("base/DB/REL") in pg_waldump output.
 
     Heap DELETE records are counted per xid for the relation (pg_waldump's
     ``rel SPC/DB/REL``); a COMMIT that drops the relation's file is a
-    DROP TABLE or TRUNCATE. Only committed transactions are returned, in
-    commit order.
+    DROP TABLE or TRUNCATE. With ``db_dir`` ("base/DB"), a COMMIT that drops
+    any file of that database counts as a drop too: after a DROP TABLE the
+    table has no file to name, and a TRUNCATE gives it a new one. Only
+    committed transactions are returned, in commit order.
     """
     spc_rel = "1663/" + relpath.split("/", 1)[1] if relpath.startswith("base/") else relpath
     deletes: dict[int, int] = {}
@@ -460,7 +465,11 @@ def parse_waldump(text: str, relpath: str) -> list[BadChange]:
             continue
         xid, lsn, ts, tz, rest = int(c.group(1)), c.group(2), c.group(3), c.group(4), c.group(5)
         when = pd.Timestamp(f"{ts} {tz}").tz_convert("UTC").to_pydatetime()
-        dropped = re.search(rf"rels:[^;]*\b{re.escape(relpath)}\b", rest) is not None
+        dropped = (
+            bool(relpath) and re.search(rf"rels:[^;]*\b{re.escape(relpath)}\b", rest) is not None
+        )
+        if db_dir and not dropped:
+            dropped = re.search(rf"rels:[^;]*\b{re.escape(db_dir)}/\d+\b", rest) is not None
         # Deletes in committed subtransactions (savepoints) carry their own xids.
         subs = re.search(r"; subxacts:((?: \d+)+)", rest)
         xids = [xid, *(int(x) for x in subs.group(1).split())] if subs else [xid]
@@ -485,9 +494,15 @@ def bad_changes(
     """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", table):
         raise UsageError(f"table name {table!r} is not a plain identifier")
-    relpath = stack.psql(inv, primary, f"SELECT pg_relation_filepath('{table}')", db=db)
-    if not relpath.startswith("base/"):
-        raise BackupError(f"table {table} in database {db} has no file ({relpath!r})")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db):
+        raise UsageError(f"database name {db!r} is not a plain identifier")
+    dboid = stack.psql(inv, primary, f"SELECT oid FROM pg_database WHERE datname = '{db}'")
+    if not dboid.isdigit():
+        raise BackupError(f"the primary {primary} has no database {db!r}")
+    # The table may be gone (DROP TABLE): then only drops of the database's files count.
+    relpath = stack.psql(
+        inv, primary, f"SELECT coalesce(pg_relation_filepath(to_regclass('{table}')), '')", db=db
+    )
     tli = int(stack.psql(inv, primary, "SELECT timeline_id FROM pg_control_checkpoint()"))
     start = since_lsn
     if start is None:
@@ -497,16 +512,16 @@ def bad_changes(
         if not mine:
             raise BackupError(f"no WAL segment in {primary}:{PG_DATA}/pg_wal")
         start = format_lsn(WalSegment.parse(mine[0]).number() * 16 * 1024 * 1024)
-    spc_rel = "1663/" + relpath.split("/", 1)[1]
+    heap = f"rel 1663/{relpath.split('/', 1)[1]} .*|" if relpath else ""
     script = (
         f"cd {PG_DATA}/pg_wal && TZ=UTC {PG_BIN}/pg_waldump -p . -t {tli} -s {start} 2>/dev/null "
-        f"| grep -E 'rel {spc_rel} .*|^rmgr: Transaction .*desc: COMMIT' "
+        f"| grep -E '{heap}^rmgr: Transaction .*desc: COMMIT' "
         "| grep -E 'desc: (DELETE|COMMIT)'; true"
     )
     r = ssh.run(
         inv, primary, f"cd /tmp && sudo -n -u postgres sh -c {shlex.quote(script)}", timeout=300
     )
-    return parse_waldump(r.stdout, relpath)
+    return parse_waldump(r.stdout, relpath, db_dir=f"base/{dboid}")
 
 
 def pick_bad_change(found: Sequence[BadChange], min_rows: int = 1) -> BadChange:

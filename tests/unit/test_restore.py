@@ -764,3 +764,16 @@ def test_restore_throughput() -> None:
     assert np.isnan(run(0.0).throughput)
     assert run(2.0, size=0).throughput == 0
     assert "log_lines" not in repr(run(1.0))
+
+
+def test_a_drop_of_any_file_of_the_database_counts_when_the_table_is_gone() -> None:
+    text = (
+        "rmgr: Transaction len (rec/tot):    130/   130, tx:       2001, lsn: 0/09000100, "
+        "prev 0/090000C8, desc: COMMIT 2026-11-27 21:40:00.000001 UTC; rels: base/16387/16401 "
+        "base/16387/16404; inval msgs: catcache 80\n"
+        "rmgr: Transaction len (rec/tot):    130/   130, tx:       2002, lsn: 0/09000200, "
+        "prev 0/09000100, desc: COMMIT 2026-11-27 21:40:01.000001 UTC; rels: base/5/16500\n"
+    )
+    found = restore.parse_waldump(text, "", db_dir="base/16387")
+    assert [(b.kind, b.xid) for b in found] == [("drop", 2001)]
+    assert restore.parse_waldump(text, "") == []
