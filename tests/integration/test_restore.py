@@ -58,7 +58,7 @@ def assert_wiped_and_steady(inv: inv_mod.Inventory) -> None:
 def test_pitr_drill_to_a_time_restores_exactly_the_acknowledged_writes(
     inv: inv_mod.Inventory, tmp_path: Path
 ) -> None:
-    code, doc = run_br(tmp_path, mode="pitr", drill=True, target_kind="time")
+    code, doc = run_br(tmp_path, mode="pitr", drill=True, target_kind="time", duration_s=24.0)
     passed(code, doc)
     proof = step(doc, "prove")
     assert proof["status"] == "ok" and proof["detail"].startswith("EXACT:"), proof["detail"]
@@ -67,7 +67,7 @@ def test_pitr_drill_to_a_time_restores_exactly_the_acknowledged_writes(
 
 
 def test_pitr_drill_to_a_named_restore_point(inv: inv_mod.Inventory, tmp_path: Path) -> None:
-    code, doc = run_br(tmp_path, mode="pitr", drill=True, target_kind="name")
+    code, doc = run_br(tmp_path, mode="pitr", drill=True, target_kind="name", duration_s=24.0)
     passed(code, doc)
     assert step(doc, "make target")["detail"].startswith("name faultbook-")
     assert step(doc, "prove")["detail"].startswith("EXACT:")
@@ -77,7 +77,9 @@ def test_pitr_drill_to_a_named_restore_point(inv: inv_mod.Inventory, tmp_path: P
 def test_recover_from_bad_change_gets_every_deleted_row_back_and_keeps_later_writes(
     inv: inv_mod.Inventory, tmp_path: Path
 ) -> None:
-    code, doc = run_br(tmp_path, mode="recover-from-bad-change", drill=True, confirm=True)
+    code, doc = run_br(
+        tmp_path, mode="recover-from-bad-change", drill=True, confirm=True, duration_s=24.0
+    )
     passed(code, doc)
     assert "(from the WAL: xid" in step(doc, "find T")["detail"]
     prove = step(doc, "prove")["detail"]
