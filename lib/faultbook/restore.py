@@ -772,7 +772,7 @@ class Comparison:
     restored_digest: str
     primary_digest: str
     later_rows: int  # rows in the copy created after ``before``
-    later_missing: tuple[int, ...]  # of those, not identical on the primary
+    later_missing: tuple[int, ...]  # of those, not on the primary with every column equal
 
     @property
     def ok(self) -> bool:
@@ -813,9 +813,9 @@ def compare(
     if len(later):
         prod = ledger_rows(inv, primary, since=before, db=db)
         merged = later.merge(prod, how="left", on="id", suffixes=("", "_p"), indicator=True)
-        same = (merged["_merge"] == "both") & (
-            merged["idempotency_key"] == merged["idempotency_key_p"]
-        )
+        same = merged["_merge"] == "both"
+        for col in LEDGER_COLUMNS[1:]:  # every column, not only the key
+            same &= merged[col] == merged[f"{col}_p"]
         missing = tuple(int(i) for i in merged.loc[~same, "id"])
     return Comparison(
         before=before,
