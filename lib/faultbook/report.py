@@ -41,7 +41,7 @@ DEMO: tuple[Item, ...] = (
     Item("web-node-kill", "web-node-failure", {"mode": "drill", "target": "web2"}),
     Item("db-primary-crash", "db-failover", {"mode": "drill", "fault": "host-crash"}),
     Item("lb-master-crash", "lb-failover", {"mode": "drill"}),
-    Item("pitr", "backup-restore", {"mode": "pitr", "drill": True, "target_kind": "time"}),
+    Item("pitr", "backup-restore", {"mode": "pitr", "drill": True, "target_kind": "name"}),
 )
 
 

@@ -106,7 +106,8 @@ def parse_stats_csv(text: str, lb: str) -> list[dict[str, Any]]:
                 "server": r["svname"],
                 "status": r.get("status", ""),
                 "weight": _int(r.get("weight")),
-                "check_status": r.get("check_status", ""),
+                # HAProxy prefixes "* " while a check is running: the last result follows.
+                "check_status": (r.get("check_status") or "").removeprefix("* "),
                 "current_sessions": _int(r.get("scur")),
                 "total_sessions": _int(r.get("stot")),
                 "error": "",

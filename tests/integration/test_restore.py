@@ -1,7 +1,8 @@
 """The backup-restore runbook on the lab, run by papermill exactly as `faultbook run` runs it.
 
 The drills restore onto the scratch host restore1 under real client load and
-prove the result against the client ledger: the PITR drill gets exactly the
+prove the result against the client ledger: the PITR drill (to a time; `make
+demo` runs one to a named restore point) gets exactly the
 writes acknowledged before the target and none sent after it; the
 recover-from-bad-change drill gets back every row the bad change deleted,
 keeps the writes made after it, and loses no acknowledged write. Every bad
@@ -58,7 +59,7 @@ def assert_wiped_and_steady(inv: inv_mod.Inventory) -> None:
 def test_pitr_drill_to_a_time_restores_exactly_the_acknowledged_writes(
     inv: inv_mod.Inventory, tmp_path: Path
 ) -> None:
-    code, doc = run_br(tmp_path, mode="pitr", drill=True, target_kind="time", duration_s=24.0)
+    code, doc = run_br(tmp_path, mode="pitr", drill=True, target_kind="time", duration_s=20.0)
     passed(code, doc)
     proof = step(doc, "prove")
     assert proof["status"] == "ok" and proof["detail"].startswith("EXACT:"), proof["detail"]
@@ -66,19 +67,11 @@ def test_pitr_drill_to_a_time_restores_exactly_the_acknowledged_writes(
     assert_wiped_and_steady(inv)
 
 
-def test_pitr_drill_to_a_named_restore_point(inv: inv_mod.Inventory, tmp_path: Path) -> None:
-    code, doc = run_br(tmp_path, mode="pitr", drill=True, target_kind="name", duration_s=24.0)
-    passed(code, doc)
-    assert step(doc, "make target")["detail"].startswith("name faultbook-")
-    assert step(doc, "prove")["detail"].startswith("EXACT:")
-    assert_wiped_and_steady(inv)
-
-
 def test_recover_from_bad_change_gets_every_deleted_row_back_and_keeps_later_writes(
     inv: inv_mod.Inventory, tmp_path: Path
 ) -> None:
     code, doc = run_br(
-        tmp_path, mode="recover-from-bad-change", drill=True, confirm=True, duration_s=24.0
+        tmp_path, mode="recover-from-bad-change", drill=True, confirm=True, duration_s=20.0
     )
     passed(code, doc)
     assert "(from the WAL: xid" in step(doc, "find T")["detail"]
@@ -117,7 +110,6 @@ def unchanged(inv: inv_mod.Inventory) -> Iterator[None]:
             "is before the oldest backup",
         ),
         ({"target": "2099-01-01T00:00:00Z"}, 2, "is in the future"),
-        ({"target": "2026-11-27 25:00"}, 2, "is not a time"),
         (
             {"target_kind": "latest", "backup_label": "20200101-000000F"},
             2,
@@ -125,16 +117,13 @@ def unchanged(inv: inv_mod.Inventory) -> Iterator[None]:
         ),
         ({"mode": "verify", "restore_host": "restore9"}, 2, "restore9"),
         ({"mode": "verify", "restore_host": "db1"}, 2, "is not a scratch host"),
-        ({"target": ""}, 2, "pitr needs a target"),
     ],
     ids=[
         "before-oldest",
         "future",
-        "malformed",
         "unknown-label",
         "unknown-host",
         "db-host",
-        "no-target",
     ],
 )
 def test_bad_restore_input_is_refused_and_changes_nothing(
