@@ -136,6 +136,20 @@ def test_declared_oversize_body_is_refused_without_reading() -> None:
     assert info.value.status == 413
 
 
+def test_a_refused_body_is_drained_up_to_the_cap() -> None:
+    stream = io.BytesIO(b"x" * 40000)
+    ledger.drain(stream.read, 40000)
+    assert stream.read() == b""
+    big = io.BytesIO(b"x" * 10)
+
+    def never(_n: int) -> bytes:
+        raise AssertionError("a body over the cap must not be read")
+
+    ledger.drain(never, ledger.DRAIN_MAX_BYTES + 1)
+    ledger.drain(big.read, None)  # chunked: read until the end (or the cap)
+    assert big.read() == b""
+
+
 def test_body_arriving_in_small_chunks_is_reassembled() -> None:
     chunks = [b'{"customer": ', b'"Ada", ', b'"amount_cents": 5}', b""]
 
