@@ -99,11 +99,11 @@ demo: setup
 # stack's throughput and every failover drill five times. Figures, not tests:
 # they go into docs/benchmarks.md.
 bench: setup
-	$(PY) -m faultbook.bench lab
+	$(PY) -m faultbook.report.bench lab
 	$(FB) lab up
-	$(PY) -m faultbook.bench vip --seconds 20
-	$(PY) -m faultbook.bench drills --runs 5 --out $(REPORTS)/bench
-	$(PY) -m faultbook.bench restore --seed-mib 1024 --runs 3 --out $(REPORTS)/bench
+	$(PY) -m faultbook.report.bench vip --seconds 20
+	$(PY) -m faultbook.report.bench drills --runs 5 --out $(REPORTS)/bench
+	$(PY) -m faultbook.report.bench restore --seed-mib 1024 --runs 3 --out $(REPORTS)/bench
 	$(FB) lab down
 
 lab-up: setup

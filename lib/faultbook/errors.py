@@ -80,7 +80,28 @@ class AlertTimeout(DrillAborted):
 
 
 class ConditionTimeout(DrillAborted):
-    """A Prometheus expression did not reach the expected state in time."""
+    """A condition (a Prometheus expression, a cluster state, a host coming back) was not
+    met in time; raised by ``faultbook.poll.poll``."""
+
+
+class FaultError(DrillAborted):
+    """A fault could not be injected or reverted."""
+
+
+class VerdictFailed(FaultbookError):
+    """A runbook's verdict is "fail" (raised at its end so papermill and nbval see it)."""
+
+
+class StackError(FaultbookError):
+    """The stack answered unexpectedly: a query failed, no single primary, a split VIP."""
+
+
+class PromotionRefused(StackError):
+    """No standby can be shown to hold every acknowledged commit (or the old one still runs)."""
+
+
+class WebTierError(StackError):
+    """The load balancers or web nodes are not in the state a procedure needs."""
 
 
 class PrometheusError(FaultbookError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from faultbook.errors import ConfigError
 
@@ -44,3 +45,21 @@ def faultbook_home(create: bool = False) -> Path:
     if home.exists() and not os.access(home, os.W_OK | os.X_OK):
         raise ConfigError(f"FAULTBOOK_HOME={str(home)!r} is not writable by this user")
     return home
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_lab(self) -> bool: ...
+
+
+def state_dir(inv: _Named, create: bool = False) -> Path:
+    """The controller's state for one inventory: ``$FAULTBOOK_HOME/lab`` for the lab,
+    ``$FAULTBOOK_HOME/inventories/<name>`` for any other (runner dir, PKI, SSH, vault)."""
+    home = faultbook_home(create=create)
+    d = home / "lab" if inv.is_lab else home / "inventories" / inv.name
+    if create:
+        d.mkdir(parents=True, exist_ok=True)
+    return d

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from faultbook import failover, procedure, runner, webtier
 from faultbook import inventory as inv_mod
+from faultbook.drills import procedure
 from faultbook.lab.lab import Lab
+from faultbook.report import runner
+from faultbook.stack import failover, haproxy, vip
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +54,7 @@ def test_web_node_service_kill_under_load(inv: inv_mod.Inventory, tmp_path: Path
     assert doc["metrics"]["failed_requests"] == 0
     assert doc["metrics"]["lost_writes"] == 0
     assert doc["fault"]["kind"] == "service-kill" and doc["fault"]["reverted_at"]
-    assert "web2" not in webtier.failed_backends(inv)
+    assert "web2" not in haproxy.failed_backends(inv)
 
 
 def test_web_node_host_crash_under_load(inv: inv_mod.Inventory, tmp_path: Path) -> None:
@@ -90,10 +92,10 @@ def test_partition_of_the_primary_then_heal(inv: inv_mod.Inventory, tmp_path: Pa
 
 
 def test_lb_master_crash_under_load(inv: inv_mod.Inventory, tmp_path: Path) -> None:
-    before = webtier.vip_holder(inv)
+    before = vip.vip_holder(inv)
     doc = drill("lb-failover", tmp_path)
     assert doc["metrics"]["lost_writes"] == 0
-    after = webtier.vip_holder(inv)
+    after = vip.vip_holder(inv)
     assert after is not None and after != before  # nopreempt: the VIP stays on the other lb
     assert_steady(inv)
 

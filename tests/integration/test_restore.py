@@ -19,9 +19,13 @@ from typing import Any
 
 import pytest
 
-from faultbook import backup, procedure, restore, runner, ssh, stack
 from faultbook import inventory as inv_mod
+from faultbook import ssh
+from faultbook.backup import repository, restore
+from faultbook.drills import procedure
 from faultbook.lab.lab import Lab
+from faultbook.report import runner
+from faultbook.stack import psql
 
 pytestmark = pytest.mark.integration
 
@@ -88,17 +92,17 @@ def test_recover_from_bad_change_gets_every_deleted_row_back_and_keeps_later_wri
 @pytest.fixture()
 def unchanged(inv: inv_mod.Inventory) -> Iterator[None]:
     """Nothing a refused run could touch has changed afterwards."""
-    primary = stack.primary(inv)
+    primary = psql.primary(inv)
 
     def snapshot() -> tuple[Any, ...]:
-        orders = stack.psql(inv, primary, "SELECT count(*), max(id) FROM orders", db="ledger")
-        labels = tuple(backup.backups(backup.info(inv))["label"])
+        orders = psql.psql(inv, primary, "SELECT count(*), max(id) FROM orders", db="ledger")
+        labels = tuple(repository.backups(repository.info(inv))["label"])
         return orders, labels, restore.data_files(inv, SCRATCH)
 
     before = snapshot()
     yield
     assert snapshot() == before
-    assert stack.primary(inv) == primary
+    assert psql.primary(inv) == primary
 
 
 @pytest.mark.parametrize(

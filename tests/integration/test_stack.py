@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from faultbook import ansible, ssh, stack
+from faultbook import ansible, ssh
+from faultbook.backup import repository
 from faultbook.lab.lab import Lab
+from faultbook.stack import http, monitoring, psql
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +29,7 @@ def stacked(lab: Lab) -> Lab:
     deadline = time.monotonic() + 60
     while not provisioned and time.monotonic() < deadline:
         try:
-            ready = stack.session(lab.inv).get(stack.vip_url(lab.inv, "/readyz"), timeout=5)
+            ready = http.session(lab.inv).get(http.vip_url(lab.inv, "/readyz"), timeout=5)
             provisioned = ready.status_code == 200
         except requests.RequestException:
             time.sleep(2)
@@ -43,16 +45,16 @@ def post(
     if key is not None:
         headers["Idempotency-Key"] = key
     data = raw if raw is not None else json.dumps(body).encode()
-    return stack.session(lab.inv).post(
-        stack.vip_url(lab.inv, "/orders"), data=data, headers=headers, timeout=20
+    return http.session(lab.inv).post(
+        http.vip_url(lab.inv, "/orders"), data=data, headers=headers, timeout=20
     )
 
 
 def count_orders(lab: Lab, where: str = "true") -> int:
     return int(
-        stack.psql(
+        psql.psql(
             lab.inv,
-            stack.primary(lab.inv),
+            psql.primary(lab.inv),
             f"SELECT count(*) FROM orders WHERE {where}",
             db="ledger",
         )
@@ -65,15 +67,15 @@ def test_post_then_get_through_the_vip_over_https(stacked: Lab) -> None:
     r = post(stacked, {"customer": "ada", "amount_cents": 1234}, key)
     assert r.status_code == 201, r.text
     order = r.json()
-    g = stack.session(stacked.inv).get(
-        stack.vip_url(stacked.inv, f"/orders/{order['id']}"), timeout=10
+    g = http.session(stacked.inv).get(
+        http.vip_url(stacked.inv, f"/orders/{order['id']}"), timeout=10
     )
     assert g.status_code == 200
     assert g.json()["customer"] == "ada" and g.json()["amount_cents"] == 1234
 
 
 def test_http_redirects_to_https(stacked: Lab) -> None:
-    r = stack.session(stacked.inv).get(
+    r = http.session(stacked.inv).get(
         f"http://{stacked.inv.vars['vip']}/orders/1", allow_redirects=False, timeout=5
     )
     assert r.status_code in (301, 302, 308)
@@ -91,28 +93,28 @@ def test_the_same_idempotency_key_twice_gives_one_row(stacked: Lab) -> None:
 
 def test_primary_and_quorum_synchronous_standbys(stacked: Lab) -> None:
     inv = stacked.inv
-    prim = stack.primary(inv)
-    rows = stack.psql(
+    prim = psql.primary(inv)
+    rows = psql.psql(
         inv, prim, "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1"
     ).splitlines()
     standbys = {r.split("|")[0]: r.split("|")[1:] for r in rows}
     others = {h.name for h in inv.group("db")} - {prim}
     assert set(standbys) == others
     assert all(state == "streaming" and sync == "quorum" for state, sync in standbys.values())
-    setting = stack.psql(inv, prim, "SHOW synchronous_standby_names")
+    setting = psql.psql(inv, prim, "SHOW synchronous_standby_names")
     assert setting.startswith("ANY 1")
 
 
 def test_an_acknowledged_write_is_visible_on_a_standby(stacked: Lab) -> None:
     key = f"t-{uuid.uuid4()}"
     assert post(stacked, {"customer": "eve", "amount_cents": 7}, key).status_code == 201
-    prim = stack.primary(stacked.inv)
+    prim = psql.primary(stacked.inv)
     deadline = time.monotonic() + 10
     for h in stacked.inv.group("db"):
         if h.name == prim:
             continue
         while True:
-            n = stack.psql(
+            n = psql.psql(
                 stacked.inv,
                 h.name,
                 f"SELECT count(*) FROM orders WHERE idempotency_key = '{key}'",
@@ -125,10 +127,10 @@ def test_an_acknowledged_write_is_visible_on_a_standby(stacked: Lab) -> None:
 
 
 def test_pgbackrest_has_a_full_backup_and_check_passes(stacked: Lab) -> None:
-    info = stack.pgbackrest_info(stacked.inv)
+    info = repository.info(stacked.inv)
     assert info and info[0]["status"]["code"] == 0
     assert any(b["type"] == "full" for b in info[0]["backup"])
-    prim = stack.primary(stacked.inv)
+    prim = psql.primary(stacked.inv)
     r = ssh.run(
         stacked.inv, prim, "cd /tmp && sudo -u postgres pgbackrest --stanza=main check", timeout=60
     )
@@ -140,10 +142,10 @@ def test_every_prometheus_target_is_up(stacked: Lab) -> None:
     while True:
         down = [
             (t["labels"].get("job"), t["labels"].get("instance"))
-            for t in stack.prom_query(stacked.inv, "up == 0")
+            for t in monitoring.raw_query(stacked.inv, "up == 0")
             for _ in [0]
         ]
-        total = stack.prom_query(stacked.inv, "count(up)")
+        total = monitoring.raw_query(stacked.inv, "count(up)")
         if not down or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -156,7 +158,7 @@ def test_no_alert_fires_on_a_healthy_stack(stacked: Lab) -> None:
     while True:
         firing = [
             a["labels"]["alertname"] + "/" + a["labels"].get("instance", "")
-            for a in stack.firing_alerts(stacked.inv)
+            for a in monitoring.firing_alerts(stacked.inv)
         ]
         if not firing or time.monotonic() > deadline:
             break
@@ -192,8 +194,8 @@ def test_sql_metacharacters_are_data(stacked: Lab) -> None:
     r = post(stacked, {"customer": evil, "amount_cents": 1}, key)
     assert r.status_code == 201
     got = (
-        stack.session(stacked.inv)
-        .get(stack.vip_url(stacked.inv, f"/orders/{r.json()['id']}"), timeout=10)
+        http.session(stacked.inv)
+        .get(http.vip_url(stacked.inv, f"/orders/{r.json()['id']}"), timeout=10)
         .json()
     )
     assert got["customer"] == evil

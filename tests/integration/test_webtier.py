@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from faultbook import ansible, ssh, stack, webtier
+from faultbook import ansible, ssh
 from faultbook import inventory as inv_mod
 from faultbook.errors import PlaybookFailed
+from faultbook.stack import haproxy, http, vip
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def web_status(df: pd.DataFrame, lb: str, backend: str, server: str) -> str:
 def healthy(inv: inv_mod.Inventory) -> inv_mod.Inventory:
     deadline = time.monotonic() + HEALTHY_WAIT_S
     while True:
-        fb = webtier.failed_backends(inv)
+        fb = haproxy.failed_backends(inv)
         if not fb.failed and not fb.unreachable_lbs:
             return inv
         if time.monotonic() > deadline:
@@ -72,7 +73,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 # ------------------------------------------------------------------------ read
 def test_every_web_server_is_up_in_web_on_both_lbs(healthy: inv_mod.Inventory) -> None:
-    df = webtier.haproxy_servers(healthy)
+    df = haproxy.haproxy_servers(healthy)
     assert set(df.lb) == set(LBS)
     assert (df.error == "").all(), df[df.error != ""]
     for lb in LBS:
@@ -85,14 +86,14 @@ def test_every_web_server_is_up_in_web_on_both_lbs(healthy: inv_mod.Inventory) -
 
 
 def test_prometheus_agrees_that_nothing_failed(healthy: inv_mod.Inventory) -> None:
-    fb = webtier.failed_backends(healthy)
+    fb = haproxy.failed_backends(healthy)
     assert list(fb) == [] and fb.prometheus_error is None and fb.sources_agree, fb.summary()
 
 
 def test_one_lb_holds_the_vip_and_both_are_healthy(healthy: inv_mod.Inventory) -> None:
-    holder = webtier.vip_holder(healthy)
+    holder = vip.vip_holder(healthy)
     assert holder in LBS
-    st = webtier.lb_status(healthy).set_index("lb")
+    st = vip.lb_status(healthy).set_index("lb")
     assert st.reachable.all() and st.healthz.all(), st
     assert (st.haproxy == "active").all() and (st.keepalived == "active").all(), st
     assert st.index[st.holds_vip].tolist() == [holder]
@@ -108,12 +109,12 @@ def test_a_drained_server_gets_no_new_request_from_either_backend(
     inv = healthy
     t0 = time.monotonic()
     try:
-        res = webtier.drain(inv, TARGET)
+        res = haproxy.drain(inv, TARGET)
         drain_s = time.monotonic() - t0
         assert res.ok and set(res.stats) == set(LBS)
         assert all(s.changed >= 1 and s.failed == 0 for s in res.stats.values()), res.recap()
 
-        before = webtier.haproxy_servers(inv)
+        before = haproxy.haproxy_servers(inv)
         for lb in LBS:
             for backend in ("web", "web_alive"):
                 assert web_status(before, lb, backend, TARGET) in ("DRAIN", "MAINT")
@@ -121,12 +122,12 @@ def test_a_drained_server_gets_no_new_request_from_either_backend(
                 assert web_status(before, lb, "web", server) == "UP"
 
         # Requests through the VIP reach the others, never the drained server.
-        with stack.session(inv) as s:
+        with http.session(inv) as s:
             codes = [
-                s.get(stack.vip_url(inv, "/healthz"), timeout=10).status_code for _ in range(40)
+                s.get(http.vip_url(inv, "/healthz"), timeout=10).status_code for _ in range(40)
             ]
         assert codes == [200] * 40
-        after = webtier.haproxy_servers(inv)
+        after = haproxy.haproxy_servers(inv)
         key = ["lb", "backend", "server"]
         delta = after.set_index(key).total_sessions - before.set_index(key).total_sessions
         assert (delta.xs(TARGET, level="server") == 0).all(), delta
@@ -134,39 +135,39 @@ def test_a_drained_server_gets_no_new_request_from_either_backend(
 
         # Both sources see it out of rotation; a second drain changes nothing.
         wait_for(
-            lambda: TARGET in webtier.failed_backends(inv).prometheus,
+            lambda: TARGET in haproxy.failed_backends(inv).prometheus,
             30,
             f"Prometheus did not report {TARGET} out of rotation",
         )
-        fb = webtier.failed_backends(inv)
+        fb = haproxy.failed_backends(inv)
         assert list(fb) == [TARGET]
         assert fb.stats[TARGET] == {"lb1": "DRAIN", "lb2": "DRAIN"}
         assert fb.prometheus[TARGET] == {"lb1": "DRAIN", "lb2": "DRAIN"}
-        assert webtier.drain(inv, TARGET).changed == 0
+        assert haproxy.drain(inv, TARGET).changed == 0
         print(f"web_drain.yml took {drain_s:.1f} s")
     finally:
         t1 = time.monotonic()
-        res = webtier.enable(inv, TARGET)
+        res = haproxy.enable(inv, TARGET)
         print(f"web_enable.yml took {time.monotonic() - t1:.1f} s")
     assert res.ok and res.changed >= 1
-    df = webtier.haproxy_servers(inv)
+    df = haproxy.haproxy_servers(inv)
     for lb in LBS:
         assert web_status(df, lb, "web", TARGET) == "UP"
-        assert webtier.is_up(web_status(df, lb, "web_alive", TARGET))
-    assert webtier.enable(inv, TARGET).changed == 0
+        assert haproxy.is_up(web_status(df, lb, "web_alive", TARGET))
+    assert haproxy.enable(inv, TARGET).changed == 0
 
 
 def test_maint_stops_the_checks_and_enable_brings_it_back(healthy: inv_mod.Inventory) -> None:
     inv = healthy
     try:
-        webtier.drain(inv, TARGET, state="maint")
-        df = webtier.haproxy_servers(inv)
+        haproxy.drain(inv, TARGET, state="maint")
+        df = haproxy.haproxy_servers(inv)
         for lb in LBS:
             for backend in ("web", "web_alive"):
                 assert web_status(df, lb, backend, TARGET) == "MAINT"
     finally:
-        webtier.enable(inv, TARGET)
-    df = webtier.haproxy_servers(inv)
+        haproxy.enable(inv, TARGET)
+    df = haproxy.haproxy_servers(inv)
     assert all(web_status(df, lb, "web", TARGET) == "UP" for lb in LBS)
 
 
@@ -181,7 +182,7 @@ def test_the_drain_playbook_refuses_a_host_outside_group_web(healthy: inv_mod.In
 
 # ------------------------------------------------------------------- recovery
 def test_recover_leaves_a_healthy_app_alone(healthy: inv_mod.Inventory) -> None:
-    res = webtier.recover(healthy, TARGET)
+    res = haproxy.recover(healthy, TARGET)
     assert res.ok and set(res.stats) == {TARGET} and res.changed == 0, res.recap()
 
 
@@ -196,8 +197,8 @@ def test_a_forced_recover_restarts_the_app_and_waits_until_ready(
 
     pid = main_pid()
     try:
-        webtier.drain(inv, TARGET, state="maint")  # no request fails, no alert
-        res = webtier.recover(inv, TARGET, force_restart=True)
+        haproxy.drain(inv, TARGET, state="maint")  # no request fails, no alert
+        res = haproxy.recover(inv, TARGET, force_restart=True)
         assert res.ok and res.changed >= 1
         assert main_pid() not in (pid, "0")
         probe = (
@@ -206,37 +207,37 @@ def test_a_forced_recover_restarts_the_app_and_waits_until_ready(
         )
         assert ssh.run(inv, TARGET, probe).stdout.strip() == "200"
     finally:
-        webtier.enable(inv, TARGET)
+        haproxy.enable(inv, TARGET)
 
 
 def test_lb_recover_on_a_healthy_lb_changes_nothing(healthy: inv_mod.Inventory) -> None:
     since = datetime.now(UTC) - timedelta(seconds=1)
     for lb in LBS:
-        res = webtier.lb_recover(healthy, lb)
+        res = vip.lb_recover(healthy, lb)
         assert res.ok and set(res.stats) == {lb} and res.changed == 0, res.recap()
-    assert [t for lb in LBS for t in webtier.vrrp_transitions(healthy, lb, since)] == []
+    assert [t for lb in LBS for t in vip.vrrp_transitions(healthy, lb, since)] == []
 
 
 def test_the_backup_lb_rejoins_without_moving_the_vip(healthy: inv_mod.Inventory) -> None:
     inv = healthy
-    holder = webtier.vip_holder(inv)
+    holder = vip.vip_holder(inv)
     (backup,) = [lb for lb in LBS if lb != holder]
     since = datetime.now(UTC)
     r = ssh.run(inv, backup, "systemctl stop keepalived.service", sudo=True)
     assert r.ok, r.stderr
     try:
-        st = webtier.lb_status(inv).set_index("lb")
+        st = vip.lb_status(inv).set_index("lb")
         assert st.loc[backup, "keepalived"] == "inactive"
         assert st.loc[backup, "vrrp_state"] == "stopped"
     finally:
-        res = webtier.lb_recover(inv, backup)
+        res = vip.lb_recover(inv, backup)
     assert res.ok and res.changed >= 1
     wait_for(
-        lambda: [t.state for t in webtier.vrrp_transitions(inv, backup, since)] == ["BACKUP"],
+        lambda: [t.state for t in vip.vrrp_transitions(inv, backup, since)] == ["BACKUP"],
         10,
         f"{backup} did not rejoin as BACKUP",
     )
-    assert webtier.vip_holder(inv) == holder
-    assert webtier.vrrp_transitions(inv, holder, since) == []
-    st = webtier.lb_status(inv).set_index("lb")
+    assert vip.vip_holder(inv) == holder
+    assert vip.vrrp_transitions(inv, holder, since) == []
+    st = vip.lb_status(inv).set_index("lb")
     assert st.loc[backup, "keepalived"] == "active" and st.loc[backup, "vrrp_state"] == "BACKUP"

@@ -21,14 +21,17 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.figure import Figure
 
-from faultbook import ansible, backup, cli, plots, ssh, wal
+from faultbook import ansible, cli, ssh
 from faultbook import inventory as inv_mod
+from faultbook.backup import repository, targets, wal
 from faultbook.errors import (
     BackupError,
     InventoryError,
     RestoreTargetError,
     UsageError,
 )
+from faultbook.report import plots
+from faultbook.stack import psql
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = Path(__file__).parents[1] / "promtool" / "fixtures" / "pgbackrest-info.json"
@@ -60,7 +63,7 @@ def lab_history() -> list[wal.HistoryEntry]:
 
 @pytest.fixture
 def df() -> pd.DataFrame:
-    return backup.backups(lab_info())
+    return repository.backups(lab_info())
 
 
 @pytest.fixture
@@ -70,7 +73,7 @@ def inv() -> inv_mod.Inventory:
 
 # ------------------------------------------------------------------ backups
 def test_backups_one_row_per_backup_oldest_first(df: pd.DataFrame) -> None:
-    assert list(df.columns) == list(backup.BACKUP_COLUMNS)
+    assert list(df.columns) == list(repository.BACKUP_COLUMNS)
     assert list(df["label"]) == [FULL, INCR]
     assert list(df["type"]) == ["full", "incr"]
     assert list(df["prior"]) == [None, FULL]
@@ -91,7 +94,7 @@ def test_backups_one_row_per_backup_oldest_first(df: pd.DataFrame) -> None:
 
 
 def test_backups_without_lsns_from_older_pgbackrest() -> None:
-    df = backup.backups(json.loads(SAMPLE.read_text()))
+    df = repository.backups(json.loads(SAMPLE.read_text()))
     assert list(df["type"]) == ["full", "diff"]
     assert list(df["lsn_stop"]) == [None, None]
     assert df["prior"].iloc[1] == df["label"].iloc[0]
@@ -100,34 +103,37 @@ def test_backups_without_lsns_from_older_pgbackrest() -> None:
 def test_an_empty_stanza_is_an_empty_frame_with_the_columns() -> None:
     info = lab_info()
     info[0]["backup"] = []
-    df = backup.backups(info)
-    assert df.empty and list(df.columns) == list(backup.BACKUP_COLUMNS)
-    assert backup.table(df) == "no backups"
+    df = repository.backups(info)
+    assert df.empty and list(df.columns) == list(repository.BACKUP_COLUMNS)
+    assert repository.table(df) == "no backups"
 
 
 def test_an_unknown_stanza_names_the_stanzas_there_are() -> None:
     with pytest.raises(BackupError, match="no stanza 'other'; stanzas: main"):
-        backup.backups(lab_info(), "other")
+        repository.backups(lab_info(), "other")
 
 
 def test_archive_range_and_id() -> None:
     info = lab_info()
-    assert backup.archive_range(info) == ("000000010000000000000001", "000000090000000000000031")
-    assert backup.archive_id(info) == "15-1"
+    assert repository.archive_range(info) == (
+        "000000010000000000000001",
+        "000000090000000000000031",
+    )
+    assert repository.archive_id(info) == "15-1"
     info[0]["archive"] = []
-    assert backup.archive_range(info) == (None, None)
+    assert repository.archive_range(info) == (None, None)
 
 
 def test_repository_status_ok_and_broken() -> None:
     info = lab_info()
-    assert backup.repository_status(info) == (0, "ok")
-    backup.check_repository(info)
-    assert not backup.backup_running(info)
+    assert repository.repository_status(info) == (0, "ok")
+    repository.check_repository(info)
+    assert not repository.backup_running(info)
     info[0]["status"] = {"code": 99, "message": "other", "lock": {"backup": {"held": True}}}
     info[0]["repo"][0]["status"] = {"code": 99, "message": "[CryptoError] unable to flush"}
-    assert backup.backup_running(info)
+    assert repository.backup_running(info)
     with pytest.raises(BackupError) as exc:
-        backup.check_repository(info)
+        repository.check_repository(info)
     assert str(exc.value) == (
         "pgBackRest stanza 'main' is not ok: status 99: other "
         "(repo1: [CryptoError] unable to flush)"
@@ -135,7 +141,7 @@ def test_repository_status_ok_and_broken() -> None:
 
 
 def test_latest_by_type_gives_the_age(df: pd.DataFrame) -> None:
-    latest = backup.latest_by_type(df, NOW)
+    latest = repository.latest_by_type(df, NOW)
     assert latest["full"]["label"] == FULL
     assert latest["full"]["age"] == NOW - FULL_STOP
     assert latest["incr"]["age"] == timedelta(minutes=9, seconds=23)
@@ -143,7 +149,7 @@ def test_latest_by_type_gives_the_age(df: pd.DataFrame) -> None:
 
 
 def test_table_lists_every_backup(df: pd.DataFrame) -> None:
-    lines = backup.table(df).splitlines()
+    lines = repository.table(df).splitlines()
     assert lines[0].startswith("LABEL") and len(lines) == 3
     assert lines[2].startswith(INCR) and "incr" in lines[2] and "2026-11-27 18:50:37" in lines[2]
     assert "31.4 MiB" in lines[2] and "00000008000000000000002F" in lines[2]
@@ -192,23 +198,25 @@ def test_bad_segment_names_and_sizes() -> None:
 
 
 def test_segment_of_lsn() -> None:
-    assert wal.segment_of_lsn(wal.parse_lsn("0/2F0006A0"), 8) == "00000008000000000000002F"
-    assert wal.segment_of_lsn(wal.parse_lsn("1/FF000000"), 1) == "0000000100000001000000FF"
+    assert wal.segment_of_lsn(psql.parse_lsn("0/2F0006A0"), 8) == "00000008000000000000002F"
+    assert wal.segment_of_lsn(psql.parse_lsn("1/FF000000"), 1) == "0000000100000001000000FF"
 
 
 def test_lsn_round_trip_and_errors() -> None:
-    assert wal.parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
-    assert wal.format_lsn(wal.parse_lsn("0/2f0006a0")) == "0/2F0006A0"
+    assert psql.parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
+    assert psql.format_lsn(psql.parse_lsn("0/2f0006a0")) == "0/2F0006A0"
     for bad in ("", "0x16/1", "16-B374D848", "123456789/0", "g/1"):
         with pytest.raises(ValueError, match="is not an LSN"):
-            wal.parse_lsn(bad)
+            psql.parse_lsn(bad)
 
 
 def test_parse_history_of_the_lab() -> None:
     h = lab_history()
     assert [e.parent for e in h] == [1, 2, 3, 4, 5, 6, 7, 8]
-    assert h[0].switch_lsn == wal.parse_lsn("0/1001CAD8")
-    assert h[-1] == wal.HistoryEntry(8, wal.parse_lsn("0/30020EC8"), "no recovery target specified")
+    assert h[0].switch_lsn == psql.parse_lsn("0/1001CAD8")
+    assert h[-1] == wal.HistoryEntry(
+        8, psql.parse_lsn("0/30020EC8"), "no recovery target specified"
+    )
     with pytest.raises(ValueError, match="expected 'timeline<TAB>lsn<TAB>reason'"):
         wal.parse_history("1\n")
 
@@ -378,7 +386,7 @@ def test_the_lab_archive_is_continuous_along_its_history() -> None:
     ],
 )
 def test_parse_time_targets(value: str, utc: datetime) -> None:
-    t = backup.parse_target("time", value)
+    t = targets.parse_target("time", value)
     assert t.kind == "time" and t.value == value and t.time == utc
     assert str(t) == f"time {value}"
 
@@ -398,93 +406,93 @@ def test_parse_time_targets(value: str, utc: datetime) -> None:
 )
 def test_malformed_targets_are_one_line_usage_errors(kind: str, value: str, message: str) -> None:
     with pytest.raises(RestoreTargetError) as exc:
-        backup.parse_target(kind, value)
+        targets.parse_target(kind, value)
     assert message in str(exc.value) and "\n" not in str(exc.value)
     assert isinstance(exc.value, UsageError) and exc.value.exit_code == 2
 
 
 def test_target_options_for_pgbackrest() -> None:
-    assert backup.parse_target("latest").pgbackrest_options() == ["--type=default"]
-    assert backup.parse_target("time", "2026-11-27T19:30:00.5+01:00").pgbackrest_options() == [
+    assert targets.parse_target("latest").pgbackrest_options() == ["--type=default"]
+    assert targets.parse_target("time", "2026-11-27T19:30:00.5+01:00").pgbackrest_options() == [
         "--type=time",
         "--target=2026-11-27 18:30:00.500000+00",
     ]
-    assert backup.parse_target("lsn", "0/2f0006a0").pgbackrest_options() == [
+    assert targets.parse_target("lsn", "0/2f0006a0").pgbackrest_options() == [
         "--type=lsn",
         "--target=0/2F0006A0",
     ]
-    assert backup.parse_target("name", "before-migration").pgbackrest_options() == [
+    assert targets.parse_target("name", "before-migration").pgbackrest_options() == [
         "--type=name",
         "--target=before-migration",
     ]
 
 
 def test_a_target_before_the_oldest_backup_says_the_earliest_point(df: pd.DataFrame) -> None:
-    t = backup.parse_target("time", "2026-01-01T00:00Z")
+    t = targets.parse_target("time", "2026-01-01T00:00Z")
     with pytest.raises(RestoreTargetError) as exc:
-        backup.check_target(t, df, NOW)
+        targets.check_target(t, df, NOW)
     assert str(exc.value) == (
         f"restore target 2026-01-01T00:00Z is before the oldest backup ({FULL}, ended "
         "2026-11-27T18:05:38Z); the earliest point you can restore to is 2026-11-27T18:05:38Z"
     )
     with pytest.raises(RestoreTargetError, match="is before the oldest backup"):
-        backup.backup_for_target(df, t)
+        targets.backup_for_target(df, t)
 
 
 def test_a_target_in_the_future(df: pd.DataFrame) -> None:
-    t = backup.parse_target("time", "2026-11-27T19:00:01Z")
+    t = targets.parse_target("time", "2026-11-27T19:00:01Z")
     with pytest.raises(RestoreTargetError) as exc:
-        backup.check_target(t, df, NOW)
+        targets.check_target(t, df, NOW)
     assert str(exc.value) == (
         "restore target 2026-11-27T19:00:01Z is in the future (it is now 2026-11-27T19:00:00Z)"
     )
-    backup.check_target(backup.parse_target("time", "2026-11-27T19:00:00Z"), df, NOW)
+    targets.check_target(targets.parse_target("time", "2026-11-27T19:00:00Z"), df, NOW)
 
 
 def test_an_unknown_label_lists_the_known_ones(df: pd.DataFrame) -> None:
-    t = backup.parse_target("latest")
+    t = targets.parse_target("latest")
     with pytest.raises(RestoreTargetError) as exc:
-        backup.check_target(t, df, NOW, label="20261127-999999F")
+        targets.check_target(t, df, NOW, label="20261127-999999F")
     assert str(exc.value) == (
         f"unknown backup label '20261127-999999F'; known labels: {FULL}, {INCR}"
     )
-    backup.check_target(t, df, NOW, label=INCR)
+    targets.check_target(t, df, NOW, label=INCR)
 
 
 def test_a_target_before_the_chosen_backup(df: pd.DataFrame) -> None:
-    t = backup.parse_target("time", "2026-11-27T18:30:00Z")
-    backup.check_target(t, df, NOW, label=FULL)
+    t = targets.parse_target("time", "2026-11-27T18:30:00Z")
+    targets.check_target(t, df, NOW, label=FULL)
     with pytest.raises(RestoreTargetError, match=f"is before backup {INCR} ended"):
-        backup.check_target(t, df, NOW, label=INCR)
+        targets.check_target(t, df, NOW, label=INCR)
 
 
 def test_lsn_targets_are_checked_against_the_backups(df: pd.DataFrame) -> None:
-    early = backup.parse_target("lsn", "0/5FFFFFF")
+    early = targets.parse_target("lsn", "0/5FFFFFF")
     with pytest.raises(RestoreTargetError) as exc:
-        backup.check_target(early, df, NOW)
+        targets.check_target(early, df, NOW)
     assert str(exc.value) == (
         f"restore target LSN 0/5FFFFFF is before the oldest backup ({FULL}, ended at LSN "
         "0/6000100); the earliest point you can restore to is 0/6000100"
     )
-    late = backup.parse_target("lsn", "0/31000000")
-    backup.check_target(late, df, NOW, current_lsn="0/31000000")
+    late = targets.parse_target("lsn", "0/31000000")
+    targets.check_target(late, df, NOW, current_lsn="0/31000000")
     with pytest.raises(RestoreTargetError, match="is in the future .the primary is at 0/30FFFFFF"):
-        backup.check_target(late, df, NOW, current_lsn="0/30FFFFFF")
+        targets.check_target(late, df, NOW, current_lsn="0/30FFFFFF")
     with pytest.raises(RestoreTargetError, match=f"before backup {INCR} ended .LSN 0/2F0006A0"):
-        backup.check_target(backup.parse_target("lsn", "0/10000000"), df, NOW, label=INCR)
+        targets.check_target(targets.parse_target("lsn", "0/10000000"), df, NOW, label=INCR)
 
 
 def test_no_backup_at_all_is_a_backup_error() -> None:
-    empty = backup.backups([{**lab_info()[0], "backup": []}])
+    empty = repository.backups([{**lab_info()[0], "backup": []}])
     with pytest.raises(BackupError, match="holds no backup; take one with `faultbook backup now"):
-        backup.check_target(backup.parse_target("latest"), empty, NOW)
+        targets.check_target(targets.parse_target("latest"), empty, NOW)
     with pytest.raises(BackupError, match="holds no backup"):
-        backup.backup_for_target(empty, backup.parse_target("latest"))
+        targets.backup_for_target(empty, targets.parse_target("latest"))
 
 
 def test_now_must_carry_a_time_zone(df: pd.DataFrame) -> None:
     with pytest.raises(RestoreTargetError, match="has no time zone"):
-        backup.check_target(backup.parse_target("latest"), df, datetime(2026, 11, 27, 19))
+        targets.check_target(targets.parse_target("latest"), df, datetime(2026, 11, 27, 19))
 
 
 @pytest.mark.parametrize(
@@ -503,7 +511,7 @@ def test_now_must_carry_a_time_zone(df: pd.DataFrame) -> None:
     ],
 )
 def test_backup_for_target(df: pd.DataFrame, kind: str, value: str, label: str) -> None:
-    assert backup.backup_for_target(df, backup.parse_target(kind, value)) == label
+    assert targets.backup_for_target(df, targets.parse_target(kind, value)) == label
 
 
 # -------------------------------------------------------------------- hosts
@@ -516,7 +524,7 @@ def fake_ssh(
         calls.append((host if isinstance(host, str) else host.name, command))
         return answers.pop(0)
 
-    monkeypatch.setattr(backup.ssh, "run", run)
+    monkeypatch.setattr(ssh, "run", run)
     return calls
 
 
@@ -524,7 +532,7 @@ def test_free_space_reads_df_at_the_nearest_existing_parent(
     inv: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = fake_ssh(monkeypatch, [ssh.CommandResult("restore1", 0, "      Avail\n1234567\n", "")])
-    assert backup.free_space_bytes(inv, "restore1", "/var/lib/postgresql/15/main") == 1234567
+    assert repository.free_space_bytes(inv, "restore1", "/var/lib/postgresql/15/main") == 1234567
     host, command = calls[0]
     assert host == "restore1"
     assert command.startswith("p=/var/lib/postgresql/15/main; while [ ! -e")
@@ -536,18 +544,18 @@ def test_free_space_failure_is_a_backup_error(
 ) -> None:
     fake_ssh(monkeypatch, [ssh.CommandResult("restore1", 1, "", "df: /x: Permission denied\n")])
     with pytest.raises(BackupError, match="restore1:/x: df: /x: Permission denied"):
-        backup.free_space_bytes(inv, "restore1", "/x")
+        repository.free_space_bytes(inv, "restore1", "/x")
 
 
 def test_free_space_on_a_host_not_in_the_inventory(inv: inv_mod.Inventory) -> None:
     with pytest.raises(InventoryError, match="unknown host 'restore9'.*restore1"):
-        backup.free_space_bytes(inv, "restore9", "/var/lib/postgresql")
+        repository.free_space_bytes(inv, "restore9", "/var/lib/postgresql")
 
 
 def test_check_space() -> None:
-    backup.check_space(10 * 2**30, 10 * 2**30)
+    repository.check_space(10 * 2**30, 10 * 2**30)
     with pytest.raises(BackupError) as exc:
-        backup.check_space(3 * 2**30, 512 * 2**20, where="restore1:/var/lib/postgresql")
+        repository.check_space(3 * 2**30, 512 * 2**20, where="restore1:/var/lib/postgresql")
     assert str(exc.value) == (
         "not enough space on restore1:/var/lib/postgresql: the restore needs 3.0 GiB, "
         "512.0 MiB is free (2.5 GiB short)"
@@ -559,7 +567,7 @@ def test_info_runs_pgbackrest_as_postgres_on_the_repository_host(
 ) -> None:
     text = (FIXTURES / "pgbackrest-info-lab.json").read_text()
     calls = fake_ssh(monkeypatch, [ssh.CommandResult("backup1", 0, text, "")])
-    assert backup.info(inv) == lab_info()
+    assert repository.info(inv) == lab_info()
     assert calls == [
         ("backup1", "cd /tmp && sudo -n -u postgres pgbackrest info --output=json"),
     ]
@@ -575,7 +583,7 @@ def test_info_falls_back_to_a_pgbackrest_user(
             ssh.CommandResult("backup1", 0, "[]", ""),
         ],
     )
-    assert backup.info(inv) == []
+    assert repository.info(inv) == []
     assert "sudo -n -u pgbackrest pgbackrest" in calls[1][1]
 
 
@@ -589,7 +597,7 @@ def test_a_pgbackrest_error_is_one_line(
     )
     calls = fake_ssh(monkeypatch, [ssh.CommandResult("backup1", 43, "", err)])
     with pytest.raises(BackupError) as exc:
-        backup.info(inv)
+        repository.info(inv)
     assert str(exc.value) == (
         "pgbackrest info --output=json on backup1 failed: ERROR: [043]: WAL segment "
         "000000010000000000000002 was not archived before timeout"
@@ -609,7 +617,7 @@ def test_check_archive_follows_the_newest_timeline(
             ssh.CommandResult("backup1", 0, history, ""),
         ],
     )
-    c = backup.check_archive(inv, lab_info())
+    c = repository.check_archive(inv, lab_info())
     assert c.ok and c.history_known and c.first == "000000010000000000000006"
     assert "repo-ls archive/main/15-1 --recurse --output=json" in calls[0][1]
     assert calls[1][1].endswith("repo-get archive/main/15-1/00000009.history")
@@ -634,8 +642,8 @@ def test_run_backup_names_the_new_backup(
     before = lab_info()
     before[0]["backup"] = before[0]["backup"][:1]
     answers = [before, lab_info()]
-    monkeypatch.setattr(backup, "info", lambda inv, timeout=60.0: answers.pop(0))
-    run = backup.run_backup(inv, "incr")
+    monkeypatch.setattr(repository, "info", lambda inv, timeout=60.0: answers.pop(0))
+    run = repository.run_backup(inv, "incr")
     assert (run.label, run.type) == (INCR, "incr")
     assert run.row["lsn_stop"] == "0/2F0006A0"
     assert playbook_calls[0]["playbook"] == "backup_now.yml"
@@ -648,16 +656,16 @@ def test_run_backup_names_the_new_backup(
 def test_run_backup_without_a_new_backup_fails(
     inv: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch, playbook_calls: list[dict[str, Any]]
 ) -> None:
-    monkeypatch.setattr(backup, "info", lambda inv, timeout=60.0: lab_info())
+    monkeypatch.setattr(repository, "info", lambda inv, timeout=60.0: lab_info())
     with pytest.raises(BackupError, match=f"shows no new backup .newest: {INCR}"):
-        backup.run_backup(inv, "full")
+        repository.run_backup(inv, "full")
 
 
 def test_run_backup_refuses_an_unknown_type(
     inv: inv_mod.Inventory, playbook_calls: list[dict[str, Any]]
 ) -> None:
     with pytest.raises(UsageError, match="unknown backup type 'weekly'; expected one of full"):
-        backup.run_backup(inv, "weekly")
+        repository.run_backup(inv, "weekly")
     assert playbook_calls == []
 
 
@@ -668,7 +676,7 @@ def invoke(*args: str) -> tuple[int, str]:
 
 
 def test_cli_backup_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backup, "info", lambda inv, timeout=60.0: lab_info())
+    monkeypatch.setattr(repository, "info", lambda inv, timeout=60.0: lab_info())
     code, out = invoke("backup", "list")
     assert code == 0, out
     lines = out.splitlines()
@@ -686,11 +694,11 @@ def test_cli_backup_list(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_backup_now_prints_the_label(monkeypatch: pytest.MonkeyPatch) -> None:
     got: list[str] = []
 
-    def fake(inv: Any, backup_type: str, event_handler: Any = None) -> backup.BackupRun:
+    def fake(inv: Any, backup_type: str, event_handler: Any = None) -> repository.BackupRun:
         got.append(backup_type)
-        return backup.BackupRun(INCR, "incr", 17.2, {"size": 32943204})
+        return repository.BackupRun(INCR, "incr", 17.2, {"size": 32943204})
 
-    monkeypatch.setattr(backup, "run_backup", fake)
+    monkeypatch.setattr(repository, "run_backup", fake)
     code, out = invoke("backup", "now")
     assert code == 0 and got == ["incr"]
     assert out.strip() == f"backup {INCR}: incr, 17s, 31.4 MiB"
@@ -700,7 +708,7 @@ def test_cli_backup_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None
     def fail(*a: Any, **kw: Any) -> Any:
         raise BackupError("pgbackrest info --output=json on backup1 failed: ERROR: [056]: x")
 
-    monkeypatch.setattr(backup, "info", fail)
+    monkeypatch.setattr(repository, "info", fail)
     code, out = invoke("backup", "list")
     assert code == 1
     assert (

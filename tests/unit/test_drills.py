@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from faultbook import drills, traffic
-from faultbook.drills import DrillResult
+from faultbook.drills import impact as drills
+from faultbook.drills import traffic
+from faultbook.drills.impact import DrillResult
 from faultbook.errors import ParameterError
 from faultbook.results import BASE_METRICS, Run, validate
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from faultbook import failover
-from faultbook.failover import PromotionRefused
+from faultbook.stack import failover
+from faultbook.stack.failover import PromotionRefused
 
 
 def state(*rows: tuple[str, str, str]) -> pd.DataFrame:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from faultbook import faults
 from faultbook import inventory as inv_mod
+from faultbook.drills import faults
 from faultbook.errors import InventoryError, ParameterError, UsageError
 from faultbook.paths import LAB_INVENTORY
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from faultbook import health
 from faultbook.results import Run
+from faultbook.stack import health
 
 PROBE_OUT = """hostname=db1
 state=degraded

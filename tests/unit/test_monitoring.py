@@ -19,7 +19,6 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 import pytest
 
-from faultbook import monitoring, stack
 from faultbook.errors import (
     AlertTimeout,
     ConditionTimeout,
@@ -29,6 +28,7 @@ from faultbook.errors import (
     PrometheusError,
 )
 from faultbook.inventory import Host, Inventory
+from faultbook.stack import monitoring
 
 T0 = 1714564800.0  # 2024-05-01T12:00:00Z
 Answer = tuple[int, Any]
@@ -169,7 +169,7 @@ def inventory(tmp_path: Path) -> Inventory:
 def test_prometheus_url(tmp_path: Path) -> None:
     inv = inventory(tmp_path)
     assert monitoring.prometheus_url(inv) == "http://192.0.2.40:9090"
-    assert stack.prometheus_url(inv) == "http://192.0.2.40:9090"
+    assert monitoring.prometheus_url(inv) == "http://192.0.2.40:9090"
     assert monitoring._base("http://127.0.0.1:9/") == "http://127.0.0.1:9"
 
 
@@ -344,10 +344,10 @@ def test_stack_helpers_delegate(
     prom.routes["/api/v1/query"] = lambda p: VECTOR if p["query"] == "up" else BAD_QUERY
     prom.routes["/api/v1/alerts"] = lambda p: ALERTS
     inv = inventory(tmp_path)
-    raw = stack.prom_query(inv, "up")
+    raw = monitoring.raw_query(inv, "up")
     assert raw == VECTOR[1]["data"]["result"]
-    firing = stack.firing_alerts(inv)
+    firing = monitoring.firing_alerts(inv)
     assert [a["labels"]["instance"] for a in firing] == ["db1", "app1"]
     with pytest.raises(FaultbookError, match="bad_data"):
-        stack.prom_query(inv, "sum(")
+        monitoring.raw_query(inv, "sum(")
     assert len(monitoring.query(inv, "up")) == 3

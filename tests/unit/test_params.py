@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from faultbook import runner
 from faultbook.errors import ParameterError, RunbookNotFound
+from faultbook.report import runner
 
 
 def test_health_check_declares_typed_parameters() -> None:

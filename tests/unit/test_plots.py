@@ -12,7 +12,8 @@ import pytest
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from faultbook import plots, traffic
+from faultbook.drills import traffic
+from faultbook.report import plots
 
 T = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pandas as pd
 
-from faultbook import report
+from faultbook.drills.traffic import save_records
+from faultbook.report import demo as report
 from faultbook.results import Run
-from faultbook.traffic import save_records
 
 T0 = pd.Timestamp("2026-11-27T10:00:00Z")
 

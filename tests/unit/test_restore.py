@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faultbook import backup, restore, traffic, wal
 from faultbook import inventory as inv_mod
+from faultbook.backup import forensics, preflight, repair, repository, restore, targets, verify, wal
+from faultbook.drills import proofs, traffic
 from faultbook.errors import BackupError, InventoryError, UsageError
+from faultbook.stack import psql
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABEL = "20261127-211013F"
@@ -42,7 +44,7 @@ status: ok
 
 
 def test_verify_of_a_sound_backup_is_ok() -> None:
-    v = restore.parse_verify(VERIFY_OK, LABEL)
+    v = verify.parse_verify(VERIFY_OK, LABEL)
     assert v.ok
     assert (v.label, v.status) == (LABEL, "ok")
     assert (v.files, v.valid_files, v.wal, v.valid_wal) == (1260, 1260, 7, 7)
@@ -60,7 +62,7 @@ status: error
   backup: {LABEL}, status: invalid, total files checked: 1260, total valid files: 1258
     missing: 2, checksum invalid: 0, size invalid: 0, other: 0
 """
-    v = restore.parse_verify(text, LABEL)
+    v = verify.parse_verify(text, LABEL)
     assert not v.ok
     assert v.status == "error"
     assert (v.files, v.valid_files) == (1260, 1258)
@@ -72,7 +74,7 @@ def test_verify_with_an_invalid_wal_checksum() -> None:
         "total valid WAL: 7\n    missing: 0, checksum invalid: 0",
         "total valid WAL: 6\n    missing: 0, checksum invalid: 1",
     )
-    v = restore.parse_verify(text, LABEL)
+    v = verify.parse_verify(text, LABEL)
     assert not v.ok
     assert (v.wal, v.valid_wal) == (7, 6)
     assert (v.files, v.valid_files) == (1260, 1260)
@@ -81,7 +83,7 @@ def test_verify_with_an_invalid_wal_checksum() -> None:
 
 def test_an_invalid_backup_is_an_error_even_when_the_stanza_says_ok() -> None:
     text = VERIFY_OK.replace("status: valid", "status: invalid")
-    v = restore.parse_verify(text, LABEL)
+    v = verify.parse_verify(text, LABEL)
     assert v.status == "error" and not v.ok
     assert v.problems == ()
 
@@ -89,20 +91,20 @@ def test_an_invalid_backup_is_an_error_even_when_the_stanza_says_ok() -> None:
 def test_verify_that_does_not_report_the_backup() -> None:
     other = "20261127-180535F"
     text = VERIFY_OK.replace(LABEL, other)
-    v = restore.parse_verify(text, LABEL)
+    v = verify.parse_verify(text, LABEL)
     assert not v.ok
     assert (v.files, v.valid_files) == (0, 0)
     assert v.problems == (f"verify did not report backup {LABEL}",)
-    assert restore.parse_verify(text, other).ok
+    assert verify.parse_verify(text, other).ok
 
 
 def test_a_status_other_than_ok_fails() -> None:
-    v = restore.parse_verify(VERIFY_OK.replace("status: ok", "status: error"), LABEL)
+    v = verify.parse_verify(VERIFY_OK.replace("status: ok", "status: error"), LABEL)
     assert v.status == "error" and v.problems == () and not v.ok
 
 
 def test_verify_without_any_status_is_unknown() -> None:
-    v = restore.parse_verify("", LABEL)
+    v = verify.parse_verify("", LABEL)
     assert v.status == "unknown" and not v.ok
     assert v.problems == (f"verify did not report backup {LABEL}",)
 
@@ -111,7 +113,7 @@ def test_a_backup_with_no_files_is_not_ok() -> None:
     text = VERIFY_OK.replace("total files checked: 1260, total valid files: 1260", "") + (
         f"  backup: {LABEL}, status: valid, total files checked: 0, total valid files: 0\n"
     )
-    v = restore.parse_verify(text, LABEL)
+    v = verify.parse_verify(text, LABEL)
     assert v.files == v.valid_files == 0 and not v.ok
 
 
@@ -185,16 +187,16 @@ WAL = "\n".join(
 
 
 def test_the_brief_example_finds_the_delete_of_1420() -> None:
-    found = restore.parse_waldump(BRIEF_EXAMPLE, RELPATH)
+    found = forensics.parse_waldump(BRIEF_EXAMPLE, RELPATH)
     assert found == [
-        restore.BadChange(
+        forensics.BadChange(
             "delete", 1420, 2, "0/08002228", datetime(2026, 11, 27, 21, 11, 31, 660977, UTC), "wal"
         )
     ]
 
 
 def test_waldump_finds_committed_deletes_and_the_drop_in_commit_order() -> None:
-    found = restore.parse_waldump(WAL, RELPATH)
+    found = forensics.parse_waldump(WAL, RELPATH)
     assert [(b.kind, b.xid, b.rows, b.commit_lsn) for b in found] == [
         ("delete", 1417, 3, "0/08002108"),
         ("delete", 1420, 2, "0/08002228"),
@@ -206,21 +208,21 @@ def test_waldump_finds_committed_deletes_and_the_drop_in_commit_order() -> None:
 
 
 def test_commit_times_are_utc_aware() -> None:
-    for b in restore.parse_waldump(WAL, RELPATH):
+    for b in forensics.parse_waldump(WAL, RELPATH):
         assert b.commit_time.tzinfo is not None
         assert b.commit_time.utcoffset() == timedelta(0)
         assert isinstance(b.commit_time, datetime)
 
 
 def test_deletes_of_another_relation_are_ignored() -> None:
-    found = restore.parse_waldump(WAL, RELPATH)
+    found = forensics.parse_waldump(WAL, RELPATH)
     assert {1418, 1419}.isdisjoint(b.xid for b in found)
-    other = restore.parse_waldump(WAL, "base/16387/16400")
+    other = forensics.parse_waldump(WAL, "base/16387/16400")
     assert [(b.kind, b.xid, b.rows) for b in other] == [("delete", 1418, 1)]
 
 
 def test_an_aborted_or_unfinished_delete_is_ignored() -> None:
-    found = restore.parse_waldump(WAL, RELPATH)
+    found = forensics.parse_waldump(WAL, RELPATH)
     assert {1430, 1431}.isdisjoint(b.xid for b in found)
     only_aborted = "\n".join(
         [
@@ -229,25 +231,25 @@ def test_an_aborted_or_unfinished_delete_is_ignored() -> None:
             heap(1431, "0/080023A8", "0/08002370", 9),
         ]
     )
-    assert restore.parse_waldump(only_aborted, RELPATH) == []
+    assert forensics.parse_waldump(only_aborted, RELPATH) == []
 
 
 def test_a_commit_that_drops_the_file_is_a_drop() -> None:
     text = commit(1440, "0/08003F10", "0/08003E98", "2026-11-27 21:15:02.004411", DROP_RELS)
-    (b,) = restore.parse_waldump(text, RELPATH)
+    (b,) = forensics.parse_waldump(text, RELPATH)
     assert (b.kind, b.xid, b.rows, b.commit_lsn) == ("drop", 1440, 0, "0/08003F10")
     # The same commit dropped other files; another table's path only in "dropped stats"
     # or as a prefix of a longer file number is not this table.
-    assert [b.kind for b in restore.parse_waldump(text, "base/16387/16392")] == ["drop"]
-    assert restore.parse_waldump(text, "base/16387/1638") == []
-    assert restore.parse_waldump(text, "base/16387/16395") == []
+    assert [b.kind for b in forensics.parse_waldump(text, "base/16387/16392")] == ["drop"]
+    assert forensics.parse_waldump(text, "base/16387/1638") == []
+    assert forensics.parse_waldump(text, "base/16387/16395") == []
 
 
 def test_a_truncate_of_another_table_is_not_a_drop() -> None:
     text = commit(
         1450, "0/08004000", "0/08003F10", "2026-11-27 21:16:00.5", "; rels: base/16387/16400"
     )
-    assert restore.parse_waldump(text, RELPATH) == []
+    assert forensics.parse_waldump(text, RELPATH) == []
 
 
 def test_deletes_in_a_subtransaction_count_for_the_transaction_that_commits_them() -> None:
@@ -263,7 +265,7 @@ def test_deletes_in_a_subtransaction_count_for_the_transaction_that_commits_them
             ),
         ]
     )
-    (b,) = restore.parse_waldump(text, RELPATH)
+    (b,) = forensics.parse_waldump(text, RELPATH)
     assert (b.kind, b.xid, b.rows, b.commit_lsn) == ("delete", 1420, 3, "0/08002228")
 
 
@@ -276,51 +278,51 @@ def test_waldump_results_are_in_commit_lsn_order_whatever_the_input_order() -> N
         heap(1417, "0/08002000", "0/0", 4),
         commit(1417, "0/08002108", "0/0", "2026-11-27 21:11:31"),
     ]
-    found = restore.parse_waldump("\n".join(later + earlier), RELPATH)
+    found = forensics.parse_waldump("\n".join(later + earlier), RELPATH)
     assert [b.xid for b in found] == [1417, 1420]
     assert found[0].commit_time == datetime(2026, 11, 27, 21, 11, 31, tzinfo=UTC)
 
 
 def test_no_waldump_output_is_no_change() -> None:
-    assert restore.parse_waldump("", RELPATH) == []
+    assert forensics.parse_waldump("", RELPATH) == []
 
 
 def test_pick_the_newest_qualifying_change() -> None:
-    found = restore.parse_waldump(WAL, RELPATH)
-    assert restore.pick_bad_change(found).xid == 1440  # the drop, whatever min_rows
-    assert restore.pick_bad_change(found, min_rows=100).xid == 1440
+    found = forensics.parse_waldump(WAL, RELPATH)
+    assert forensics.pick_bad_change(found).xid == 1440  # the drop, whatever min_rows
+    assert forensics.pick_bad_change(found, min_rows=100).xid == 1440
     deletes = [b for b in found if b.kind == "delete"]
-    assert restore.pick_bad_change(deletes).xid == 1420
-    assert restore.pick_bad_change(deletes, min_rows=2).xid == 1420
-    assert restore.pick_bad_change(deletes, min_rows=3).xid == 1417
+    assert forensics.pick_bad_change(deletes).xid == 1420
+    assert forensics.pick_bad_change(deletes, min_rows=2).xid == 1420
+    assert forensics.pick_bad_change(deletes, min_rows=3).xid == 1417
 
 
 def test_pick_raises_when_nothing_qualifies() -> None:
-    deletes = [b for b in restore.parse_waldump(WAL, RELPATH) if b.kind == "delete"]
+    deletes = [b for b in forensics.parse_waldump(WAL, RELPATH) if b.kind == "delete"]
     with pytest.raises(BackupError, match="no transaction that deleted 4\\+ rows"):
-        restore.pick_bad_change(deletes, min_rows=4)
+        forensics.pick_bad_change(deletes, min_rows=4)
     with pytest.raises(BackupError, match="give the time of the change as bad_change_time"):
-        restore.pick_bad_change([])
+        forensics.pick_bad_change([])
 
 
 def test_changes_frame() -> None:
-    found = restore.parse_waldump(WAL, RELPATH)
-    df = restore.changes_frame(found)
+    found = forensics.parse_waldump(WAL, RELPATH)
+    df = forensics.changes_frame(found)
     assert list(df.columns) == ["kind", "xid", "rows", "commit_lsn", "commit_time"]
     assert list(df["kind"]) == ["delete", "delete", "drop"]
     assert list(df["xid"]) == [1417, 1420, 1440]
     assert list(df["rows"]) == [3, 2, 0]
     assert list(df["commit_lsn"]) == ["0/08002108", "0/08002228", "0/08003F10"]
     assert df["commit_time"].iloc[1] == pd.Timestamp("2026-11-27T21:11:31.660977Z")
-    empty = restore.changes_frame([])
+    empty = forensics.changes_frame([])
     assert empty.empty and list(empty.columns) == list(df.columns)
 
 
 def test_the_target_of_a_bad_change_is_its_commit_lsn() -> None:
-    b = restore.parse_waldump(BRIEF_EXAMPLE, RELPATH)[0]
+    b = forensics.parse_waldump(BRIEF_EXAMPLE, RELPATH)[0]
     t = b.target()
     assert t.kind == "lsn" and t.value == "0/08002228"
-    assert t.lsn == wal.parse_lsn("0/08002228")
+    assert t.lsn == psql.parse_lsn("0/08002228")
     assert t.pgbackrest_options() == ["--type=lsn", "--target=0/8002228"]
 
 
@@ -328,20 +330,20 @@ def test_a_bad_change_given_as_a_time() -> None:
     when = datetime(2026, 11, 27, 22, 11, 31, tzinfo=UTC)
     cet = when.astimezone(timezone(timedelta(hours=1)))
     assert cet.hour == 23
-    b = restore.bad_change_from_time(cet)
+    b = forensics.bad_change_from_time(cet)
     assert (b.kind, b.xid, b.rows, b.commit_lsn, b.source) == ("given", 0, 0, "", "parameter")
     assert b.commit_time == when and b.commit_time.utcoffset() == timedelta(0)
 
 
 def test_immediate_target() -> None:
-    assert restore.IMMEDIATE.pgbackrest_options() == ["--type=immediate"]
-    assert str(restore.IMMEDIATE) == "immediate"
+    assert targets.IMMEDIATE.pgbackrest_options() == ["--type=immediate"]
+    assert str(targets.IMMEDIATE) == "immediate"
 
 
 def test_lsn_after() -> None:
-    assert restore.lsn_after("0/08002228", "0/08002108")
-    assert restore.lsn_after("1/0", "0/FFFFFFFF")
-    assert not restore.lsn_after("0/08002108", "0/08002108")
+    assert targets.lsn_after("0/08002228", "0/08002108")
+    assert targets.lsn_after("1/0", "0/FFFFFFFF")
+    assert not targets.lsn_after("0/08002108", "0/08002108")
 
 
 # ------------------------------------------------------------ ledger proofs
@@ -407,7 +409,7 @@ def test_records_have_the_traffic_dtypes() -> None:
 
 
 def test_an_exact_restore_to_a_time() -> None:
-    p = restore.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2")]), CUT)
+    p = proofs.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2")]), CUT)
     assert p.ok
     assert (p.cut_from, p.cut_to) == (CUT, CUT)
     assert (p.acked_before, p.sent_after, p.uncertain, p.rows) == (2, 2, 1, 2)
@@ -420,49 +422,49 @@ def test_an_exact_restore_to_a_time() -> None:
 
 def test_a_write_in_flight_at_the_cut_may_or_may_not_be_there() -> None:
     for copy in ([(1, "k1"), (2, "k2")], [(1, "k1"), (2, "k2"), (4, "k4")]):
-        p = restore.prove_pitr(RECORDS, restored(copy), CUT)
+        p = proofs.prove_pitr(RECORDS, restored(copy), CUT)
         assert p.ok and p.uncertain == 1 and p.rows == len(copy)
 
 
 def test_a_missing_acknowledged_write() -> None:
-    p = restore.prove_pitr(RECORDS, restored([(1, "k1")]), CUT)
+    p = proofs.prove_pitr(RECORDS, restored([(1, "k1")]), CUT)
     assert not p.ok
     assert p.missing == (2,)
     assert p.summary().startswith("WRONG: 2 writes acknowledged before the target, 1 of them")
 
 
 def test_an_acknowledged_id_holding_another_key_is_missing() -> None:
-    p = restore.prove_pitr(RECORDS, restored([(1, "k1"), (2, "other")]), CUT)
+    p = proofs.prove_pitr(RECORDS, restored([(1, "k1"), (2, "other")]), CUT)
     assert p.missing == (2,) and not p.ok
 
 
 def test_an_unexpected_write_sent_after_the_cut() -> None:
-    p = restore.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2"), (5, "k5")]), CUT)
+    p = proofs.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2"), (5, "k5")]), CUT)
     assert not p.ok
     assert p.unexpected == ("k5",) and p.missing == ()
     # A write the client saw fail (a timeout) that committed all the same is unexpected too.
-    p = restore.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2"), (6, "k6")]), CUT)
+    p = proofs.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2"), (6, "k6")]), CUT)
     assert p.unexpected == ("k6",)
 
 
 def test_gets_are_not_writes() -> None:
     # The GET of 99 was answered OK before the cut: 99 is not in the copy, yet not missing.
-    p = restore.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2")]), CUT)
+    p = proofs.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2")]), CUT)
     assert p.acked_before == 2 and 99 not in p.missing
     gets_only = RECORDS[RECORDS["kind"] == "GET"]
-    q = restore.prove_pitr(gets_only, restored([(1, "k1")]), CUT)
+    q = proofs.prove_pitr(gets_only, restored([(1, "k1")]), CUT)
     assert (q.acked_before, q.sent_after, q.uncertain) == (0, 0, 0)
     assert not q.ok  # nothing acknowledged before the target proves nothing
 
 
 def test_kind_is_compared_without_case() -> None:
     lower = RECORDS.assign(kind=RECORDS["kind"].str.lower())
-    p = restore.prove_pitr(lower, restored([(1, "k1"), (2, "k2")]), CUT)
+    p = proofs.prove_pitr(lower, restored([(1, "k1"), (2, "k2")]), CUT)
     assert p.ok and p.acked_before == 2
 
 
 def test_failed_writes_before_the_cut_are_not_missing() -> None:
-    p = restore.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2")]), CUT)
+    p = proofs.prove_pitr(RECORDS, restored([(1, "k1"), (2, "k2")]), CUT)
     assert p.missing == ()
     assert p.acked_before + p.sent_after + p.uncertain == 5  # 6 POSTs, one failed before
 
@@ -474,18 +476,18 @@ def test_a_bracketed_target() -> None:
         [RECORDS, records([(9, "POST", 14.0, 14.05, 201, 8, "k8")])], ignore_index=True
     )
     copy = restored([(1, "k1"), (2, "k2"), (5, "k5")])
-    p = restore.prove_pitr(with_late, copy, CUT, cut_to)
+    p = proofs.prove_pitr(with_late, copy, CUT, cut_to)
     assert p.ok
     assert (p.cut_from, p.cut_to) == (CUT, cut_to)
     assert (p.acked_before, p.sent_after, p.uncertain) == (2, 1, 3)
-    assert not restore.prove_pitr(with_late, copy, CUT).ok  # k5 after a time target at 10 s
-    bad = restore.prove_pitr(with_late, restored([(1, "k1"), (2, "k2"), (8, "k8")]), CUT, cut_to)
+    assert not proofs.prove_pitr(with_late, copy, CUT).ok  # k5 after a time target at 10 s
+    bad = proofs.prove_pitr(with_late, restored([(1, "k1"), (2, "k2"), (8, "k8")]), CUT, cut_to)
     assert bad.unexpected == ("k8",)
 
 
 def test_recovered_rows_are_exactly_the_deleted_ones() -> None:
     copy = restored([(i, f"k{i}") for i in range(1, 7)])
-    r = restore.prove_recovered(copy, [1, 2, 3, 5], deleted={4, 6})
+    r = proofs.prove_recovered(copy, [1, 2, 3, 5], deleted={4, 6})
     assert r.ok
     assert r.ids == {4, 6}
     assert list(r.rows["id"]) == [4, 6] and list(r.rows.index) == [0, 1]
@@ -494,23 +496,23 @@ def test_recovered_rows_are_exactly_the_deleted_ones() -> None:
 
 def test_a_deleted_row_not_in_the_copy_is_missing() -> None:
     copy = restored([(i, f"k{i}") for i in range(1, 7)])
-    r = restore.prove_recovered(copy, [1, 2, 3, 5], deleted=[4, 6, 7])
+    r = proofs.prove_recovered(copy, [1, 2, 3, 5], deleted=[4, 6, 7])
     assert not r.ok
     assert (r.expected, r.missing, r.extra) == ((4, 6, 7), (7,), ())
 
 
 def test_a_row_gone_from_production_that_was_not_deleted_is_extra() -> None:
     copy = restored([(i, f"k{i}") for i in range(1, 7)])
-    r = restore.prove_recovered(copy, np.array([1, 2, 3, 5]), deleted=[4])
+    r = proofs.prove_recovered(copy, np.array([1, 2, 3, 5]), deleted=[4])
     assert not r.ok
     assert (r.missing, r.extra) == ((), (6,))
 
 
 def test_without_the_deleted_ids_everything_that_came_back_is_expected() -> None:
     copy = restored([(i, f"k{i}") for i in range(1, 7)])
-    r = restore.prove_recovered(copy, {1, 2, 3, 5})
+    r = proofs.prove_recovered(copy, {1, 2, 3, 5})
     assert r.ok and r.expected == (4, 6) and (r.missing, r.extra) == ((), ())
-    none_back = restore.prove_recovered(copy, range(1, 7))
+    none_back = proofs.prove_recovered(copy, range(1, 7))
     assert not none_back.ok and none_back.rows.empty
 
 
@@ -523,8 +525,8 @@ COPY_CSV = (
 
 
 def test_rows_read_what_copy_prints() -> None:
-    df = restore._rows(COPY_CSV)
-    assert list(df.columns) == restore.LEDGER_COLUMNS
+    df = repair._rows(COPY_CSV)
+    assert list(df.columns) == repair.LEDGER_COLUMNS
     assert list(df["id"]) == [7, 8, 9]
     # A customer called "NA" is a name, not a NULL (orders.customer is NOT NULL).
     assert list(df["customer"]) == ["O'Brien", "Smith, J", "NA"]
@@ -536,9 +538,9 @@ def test_rows_read_what_copy_prints() -> None:
 
 
 def test_no_rows_is_an_empty_frame_with_the_columns() -> None:
-    df = restore._rows("\n")
-    assert df.empty and list(df.columns) == restore.LEDGER_COLUMNS
-    assert restore.copy_back_sql(df) == []
+    df = repair._rows("\n")
+    assert df.empty and list(df.columns) == repair.LEDGER_COLUMNS
+    assert repair.copy_back_sql(df) == []
 
 
 @pytest.mark.parametrize(
@@ -559,11 +561,11 @@ def test_no_rows_is_an_empty_frame_with_the_columns() -> None:
     ],
 )
 def test_literal(value: Any, sql: str) -> None:
-    assert restore._literal(value) == sql
+    assert repair._literal(value) == sql
 
 
 def test_copy_back_puts_rows_back_with_their_ids() -> None:
-    (stmt,) = restore.copy_back_sql(restore._rows(COPY_CSV))
+    (stmt,) = repair.copy_back_sql(repair._rows(COPY_CSV))
     assert stmt == (
         "INSERT INTO orders (id, idempotency_key, customer, amount_cents, created_at) VALUES "
         "(7,'0b6f3c52-94f1-4d0e-9a8e-2f1b7d3c9e01','O''Brien',1250,"
@@ -578,20 +580,20 @@ def test_copy_back_puts_rows_back_with_their_ids() -> None:
 def test_copy_back_writes_null_for_a_missing_value() -> None:
     rows = restored([(1, "k1")])
     rows["customer"] = [None]
-    (stmt,) = restore.copy_back_sql(rows)
+    (stmt,) = repair.copy_back_sql(rows)
     assert "(1,'k1',NULL,100," in stmt
 
 
 def test_copy_back_chunks_of_1000_rows() -> None:
     rows = restored([(i, f"k{i}") for i in range(1, 2501)])
-    stmts = restore.copy_back_sql(rows)
+    stmts = repair.copy_back_sql(rows)
     assert len(stmts) == 3
     assert [s.count("),(") + 1 for s in stmts] == [1000, 1000, 500]
     assert all(s.endswith(" ON CONFLICT DO NOTHING") for s in stmts)
     assert all(s.startswith("INSERT INTO orders (id, ") for s in stmts)
     assert "VALUES (1001,'k1001'," in stmts[1] and stmts[2].count("'k2500'") == 1
-    assert len(restore.copy_back_sql(rows.iloc[:1000])) == 1
-    assert len(restore.copy_back_sql(rows.iloc[:1001])) == 2
+    assert len(repair.copy_back_sql(rows.iloc[:1000])) == 1
+    assert len(repair.copy_back_sql(rows.iloc[:1001])) == 2
 
 
 # ------------------------------------------------------------ scratch host
@@ -657,22 +659,22 @@ def test_the_lab_has_a_scratch_host() -> None:
 
 # -------------------------------------------------------------- pre-flight
 def lab_backups() -> pd.DataFrame:
-    return backup.backups(json.loads((FIXTURES / "pgbackrest-info-lab.json").read_text()))
+    return repository.backups(json.loads((FIXTURES / "pgbackrest-info-lab.json").read_text()))
 
 
 def test_needed_bytes_is_the_biggest_backup_with_a_margin() -> None:
     df = lab_backups()
     assert list(df["size"]) == [30747670, 32943204]
-    assert restore.needed_bytes(df) == int(32943204 * 1.10) + 256 * 1024 * 1024
-    assert restore.needed_bytes(df.iloc[:0]) == 0
+    assert preflight.needed_bytes(df) == int(32943204 * 1.10) + 256 * 1024 * 1024
+    assert preflight.needed_bytes(df.iloc[:0]) == 0
     no_sizes = df.assign(size=[None, None])
-    assert restore.needed_bytes(no_sizes) == restore.SPACE_EXTRA_BYTES
+    assert preflight.needed_bytes(no_sizes) == preflight.SPACE_EXTRA_BYTES
     one = pd.DataFrame({"size": [10 * 2**30, None]})
-    assert restore.needed_bytes(one) == int(10 * 2**30 * 1.10) + 256 * 2**20
+    assert preflight.needed_bytes(one) == int(10 * 2**30 * 1.10) + 256 * 2**20
 
 
-def preflight(ages: dict[str, Any], archive: Any) -> restore.Preflight:
-    return restore.Preflight(
+def make_preflight(ages: dict[str, Any], archive: Any) -> preflight.Preflight:
+    return preflight.Preflight(
         status="0 ok",
         backups=lab_backups(),
         ages=ages,
@@ -685,14 +687,14 @@ def preflight(ages: dict[str, Any], archive: Any) -> restore.Preflight:
 
 def test_preflight_table() -> None:
     now = datetime(2026, 11, 27, 21, 5, 38, tzinfo=UTC)
-    ages = backup.latest_by_type(lab_backups(), now)
+    ages = repository.latest_by_type(lab_backups(), now)
     archive = wal.WalContinuity(
         first="000000010000000000000001",
         last="000000090000000000000031",
         timelines=(1, 9),
         segments=49,
     )
-    p = preflight(ages, archive)
+    p = make_preflight(ages, archive)
     assert p.ok
     t = p.table()
     assert list(t.columns) == ["check", "result"]
@@ -707,11 +709,11 @@ def test_preflight_table() -> None:
 
 
 def test_preflight_table_without_ages_or_archive() -> None:
-    p = preflight({}, None)
+    p = make_preflight({}, None)
     t = dict(p.table().to_numpy().tolist())
     assert t["newest full backup"] == "None (none old)"
     assert t["WAL archive"] == "unknown"
-    assert not restore.Preflight(
+    assert not preflight.Preflight(
         "2 missing", lab_backups(), {}, None, 0, 0, problems=("no full backup",)
     ).ok
 
@@ -774,6 +776,6 @@ def test_a_drop_of_any_file_of_the_database_counts_when_the_table_is_gone() -> N
         "rmgr: Transaction len (rec/tot):    130/   130, tx:       2002, lsn: 0/09000200, "
         "prev 0/09000100, desc: COMMIT 2026-11-27 21:40:01.000001 UTC; rels: base/5/16500\n"
     )
-    found = restore.parse_waldump(text, "", db_dir="base/16387")
+    found = forensics.parse_waldump(text, "", db_dir="base/16387")
     assert [(b.kind, b.xid) for b in found] == [("drop", 2001)]
-    assert restore.parse_waldump(text, "") == []
+    assert forensics.parse_waldump(text, "") == []

@@ -16,11 +16,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from faultbook import traffic
-from faultbook.drills import DrillResult
+from faultbook.drills import traffic
+from faultbook.drills.impact import DrillResult
+from faultbook.drills.traffic import LoadSpec, Traffic
 from faultbook.errors import ParameterError, UsageError
 from faultbook.inventory import Host, Inventory
-from faultbook.traffic import LoadSpec, Traffic
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 

@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 import requests
 
-from faultbook import ansible, ssh, webtier
+from faultbook import ansible, errors, secrets, ssh
 from faultbook import inventory as inv_mod
 from faultbook.errors import ConfigError, InventoryError, ParameterError, PrometheusError, SSHError
 from faultbook.paths import LAB_INVENTORY, PLAYBOOKS_DIR
+from faultbook.stack import haproxy, vip
 
 HEADER = (
     "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,"
@@ -89,7 +90,7 @@ def lab() -> inv_mod.Inventory:
 
 @pytest.fixture
 def no_vault(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(webtier, "_stats_password", lambda inv: "not-a-real-password")
+    monkeypatch.setattr(haproxy, "_stats_password", lambda inv: "not-a-real-password")
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def cmd(host: str, stdout: str, rc: int = 0) -> ssh.CommandResult:
 
 # -------------------------------------------------------------------- stats CSV
 def test_parse_stats_csv_keeps_servers_only() -> None:
-    rows = webtier.parse_stats_csv(STATS_CSV, "lb1")
+    rows = haproxy.parse_stats_csv(STATS_CSV, "lb1")
     assert [(r["backend"], r["server"]) for r in rows] == [
         ("web", "web1"),
         ("web", "web2"),
@@ -137,7 +138,7 @@ def test_parse_stats_csv_keeps_servers_only() -> None:
 
 def test_parse_stats_csv_refuses_a_login_page() -> None:
     with pytest.raises(ValueError, match="not HAProxy stats CSV"):
-        webtier.parse_stats_csv("<html>401 Unauthorized</html>", "lb1")
+        haproxy.parse_stats_csv("<html>401 Unauthorized</html>", "lb1")
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ def test_parse_stats_csv_refuses_a_login_page() -> None:
      ("MAINT", False), ("no check", False), ("", False)],
 )  # fmt: skip
 def test_is_up(status: str, up: bool) -> None:
-    assert webtier.is_up(status) is up
+    assert haproxy.is_up(status) is up
 
 
 def test_a_down_lb_is_a_row_not_an_exception(
@@ -160,9 +161,9 @@ def test_a_down_lb_is_a_row_not_an_exception(
             raise requests.ConnectTimeout("timed out")
         return STATS_CSV
 
-    monkeypatch.setattr(webtier, "_fetch_stats", fetch)
-    df = webtier.haproxy_servers(lab)
-    assert list(df.columns) == list(webtier.SERVER_COLUMNS)
+    monkeypatch.setattr(haproxy, "_fetch_stats", fetch)
+    df = haproxy.haproxy_servers(lab)
+    assert list(df.columns) == list(haproxy.SERVER_COLUMNS)
     assert sorted(seen) == [
         ("http://10.77.0.11:8404", "admin"),
         ("http://10.77.0.12:8404", "admin"),
@@ -184,7 +185,7 @@ def test_a_refused_password_is_an_error_row_without_the_password(
         text = "<html>401</html>"
 
     monkeypatch.setattr(requests.Session, "get", lambda self, url, **kw: Answer())
-    df = webtier.haproxy_servers(lab)
+    df = haproxy.haproxy_servers(lab)
     assert set(df.status) == {"error"}
     assert all("HTTP 401" in e and "vault_haproxy_stats_password" in e for e in df.error)
     assert not df.astype(str).apply(lambda c: c.str.contains("not-a-real-password")).any().any()
@@ -202,7 +203,7 @@ def test_the_stats_session_ignores_the_environment(monkeypatch: pytest.MonkeyPat
         return Answer()
 
     monkeypatch.setattr(requests.Session, "get", get)
-    assert webtier._fetch_stats("http://10.77.0.11:8404", "admin", "pw", 1.0) == STATS_CSV
+    assert haproxy._fetch_stats("http://10.77.0.11:8404", "admin", "pw", 1.0) == STATS_CSV
     assert seen == {
         "trust_env": False,
         "url": "http://10.77.0.11:8404/stats;csv",
@@ -213,31 +214,31 @@ def test_the_stats_session_ignores_the_environment(monkeypatch: pytest.MonkeyPat
 def test_a_vault_without_the_password_is_a_config_error(
     lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(webtier.secrets, "read_vault", lambda inv: {})
+    monkeypatch.setattr(secrets, "read_vault", lambda inv: {})
     with pytest.raises(ConfigError, match="vault_haproxy_stats_password"):
-        webtier.haproxy_servers(lab)
+        haproxy.haproxy_servers(lab)
 
 
 # ------------------------------------------------------------ failed backends
 def frame(*parts: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame([r for p in parts for r in p], columns=list(webtier.SERVER_COLUMNS))
+    return pd.DataFrame([r for p in parts for r in p], columns=list(haproxy.SERVER_COLUMNS))
 
 
 def test_stats_not_up_names_lb_and_status() -> None:
     df = frame(
-        webtier.parse_stats_csv(STATS_CSV, "lb1"),
-        [webtier._lb_row("lb2", "unreachable", "no answer")],
+        haproxy.parse_stats_csv(STATS_CSV, "lb1"),
+        [haproxy._lb_row("lb2", "unreachable", "no answer")],
     )
-    bad, unanswered = webtier.stats_not_up(df, "web", ["web1", "web2", "web3"])
+    bad, unanswered = haproxy.stats_not_up(df, "web", ["web1", "web2", "web3"])
     assert bad == {"web2": {"lb1": "DOWN"}, "web3": {"lb1": "DRAIN"}}
     assert unanswered == ("lb2",)
-    bad, _ = webtier.stats_not_up(df, "web_alive", ["web1", "web2", "web3"])
+    bad, _ = haproxy.stats_not_up(df, "web_alive", ["web1", "web2", "web3"])
     assert bad == {"web3": {"lb1": "MAINT"}}
 
 
 def test_a_server_missing_from_a_backend_is_absent() -> None:
-    rows = [r for r in webtier.parse_stats_csv(ALL_UP_CSV, "lb1") if r["server"] != "web2"]
-    bad, _ = webtier.stats_not_up(frame(rows), "web", ["web1", "web2", "web3"])
+    rows = [r for r in haproxy.parse_stats_csv(ALL_UP_CSV, "lb1") if r["server"] != "web2"]
+    bad, _ = haproxy.stats_not_up(frame(rows), "web", ["web1", "web2", "web3"])
     assert bad == {"web2": {"lb1": "absent"}}
 
 
@@ -256,24 +257,24 @@ def test_prometheus_not_up_maps_instances_to_lb_hosts(lab: inv_mod.Inventory) ->
         series("10.77.0.12:8404", "web2", "MAINT"),
         series("lb2", "web1", "UP"),
     ]
-    assert webtier.prometheus_not_up(results, lab) == {"web2": {"lb1": "DOWN", "lb2": "MAINT"}}
+    assert haproxy.prometheus_not_up(results, lab) == {"web2": {"lb1": "DOWN", "lb2": "MAINT"}}
 
 
 def test_failed_backends_says_which_source_saw_what(
     lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     df = frame(
-        webtier.parse_stats_csv(STATS_CSV, "lb1"), webtier.parse_stats_csv(ALL_UP_CSV, "lb2")
+        haproxy.parse_stats_csv(STATS_CSV, "lb1"), haproxy.parse_stats_csv(ALL_UP_CSV, "lb2")
     )
-    monkeypatch.setattr(webtier, "haproxy_servers", lambda inv, timeout=3.0: df)
+    monkeypatch.setattr(haproxy, "haproxy_servers", lambda inv, timeout=3.0: df)
     exprs: list[str] = []
 
     def query(inv: inv_mod.Inventory, expr: str, timeout: float) -> list[dict[str, Any]]:
         exprs.append(expr)
         return [series("lb1", "web2", "DOWN"), series("lb1", "web1", "UP")]
 
-    monkeypatch.setattr(webtier, "_prom_query", query)
-    fb = webtier.failed_backends(lab)
+    monkeypatch.setattr(haproxy, "_prom_query", query)
+    fb = haproxy.failed_backends(lab)
     assert exprs == ['haproxy_server_status{job="haproxy",proxy="web"} == 1']
     assert list(fb) == ["web2", "web3"] and len(fb) == 2 and "web3" in fb and "web1" not in fb
     assert fb.stats == {"web2": {"lb1": "DOWN"}, "web3": {"lb1": "DRAIN"}}
@@ -286,15 +287,15 @@ def test_failed_backends_records_a_prometheus_outage(
     lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     df = frame(
-        webtier.parse_stats_csv(ALL_UP_CSV, "lb1"), webtier.parse_stats_csv(ALL_UP_CSV, "lb2")
+        haproxy.parse_stats_csv(ALL_UP_CSV, "lb1"), haproxy.parse_stats_csv(ALL_UP_CSV, "lb2")
     )
-    monkeypatch.setattr(webtier, "haproxy_servers", lambda inv, timeout=3.0: df)
+    monkeypatch.setattr(haproxy, "haproxy_servers", lambda inv, timeout=3.0: df)
 
     def query(inv: inv_mod.Inventory, expr: str, timeout: float) -> list[dict[str, Any]]:
         raise PrometheusError("Prometheus at http://10.77.0.51:9090 did not answer", transient=True)
 
-    monkeypatch.setattr(webtier, "_prom_query", query)
-    fb = webtier.failed_backends(lab)
+    monkeypatch.setattr(haproxy, "_prom_query", query)
+    fb = haproxy.failed_backends(lab)
     assert list(fb) == []
     assert (
         fb.prometheus_error
@@ -306,15 +307,15 @@ def test_failed_backends_records_a_prometheus_outage(
 # ------------------------------------------------------------------- procedures
 @pytest.mark.parametrize(
     "call",
-    [webtier.drain, webtier.enable, webtier.recover],
+    [haproxy.drain, haproxy.enable, haproxy.recover],
 )
 def test_web_procedures_refuse_a_host_outside_group_web(
     lab: inv_mod.Inventory, playbooks: list[dict[str, Any]], call: Any
 ) -> None:
     for bad in ("db1", "web9"):
-        with pytest.raises(InventoryError, match=f"'{bad}' is not a host of group web") as exc:
+        with pytest.raises(InventoryError) as exc:
             call(lab, bad)
-        assert "choose one of: web1, web2, web3" in str(exc.value)
+        assert bad in str(exc.value) and "web1, web2, web3" in str(exc.value)
         assert "\n" not in str(exc.value)
     assert playbooks == []
 
@@ -322,8 +323,8 @@ def test_web_procedures_refuse_a_host_outside_group_web(
 def test_lb_recover_refuses_a_web_host(
     lab: inv_mod.Inventory, playbooks: list[dict[str, Any]]
 ) -> None:
-    with pytest.raises(InventoryError, match="'web1' is not a host of group lb.*lb1, lb2"):
-        webtier.lb_recover(lab, "web1")
+    with pytest.raises(InventoryError, match="web1 is not in group lb.*lb1, lb2"):
+        vip.lb_recover(lab, "web1")
     assert playbooks == []
 
 
@@ -331,18 +332,18 @@ def test_drain_refuses_an_unknown_state(
     lab: inv_mod.Inventory, playbooks: list[dict[str, Any]]
 ) -> None:
     with pytest.raises(ParameterError, match="'offline' is not one of: drain, maint"):
-        webtier.drain(lab, "web2", state="offline")
+        haproxy.drain(lab, "web2", state="offline")
     assert playbooks == []
 
 
 def test_procedures_run_their_playbooks(
     lab: inv_mod.Inventory, playbooks: list[dict[str, Any]]
 ) -> None:
-    webtier.drain(lab, "web2")
-    webtier.drain(lab, "web2", state="maint")
-    webtier.enable(lab, "web2")
-    webtier.recover(lab, "web3", force_restart=True)
-    webtier.lb_recover(lab, "lb2")
+    haproxy.drain(lab, "web2")
+    haproxy.drain(lab, "web2", state="maint")
+    haproxy.enable(lab, "web2")
+    haproxy.recover(lab, "web3", force_restart=True)
+    vip.lb_recover(lab, "lb2")
     assert playbooks == [
         {
             "playbook": "web_drain.yml",
@@ -374,13 +375,13 @@ def fake_ssh(
         commands.append(command)
         return {h: answers[h] for h in hosts}
 
-    monkeypatch.setattr(webtier.ssh, "run_many", run_many)
+    monkeypatch.setattr(ssh, "run_many", run_many)
     return commands
 
 
 def test_ipv4_addresses() -> None:
-    assert webtier.ipv4_addresses(IP_ADDR_MASTER) == {"127.0.0.1", "10.77.0.11", "10.77.0.10"}
-    assert webtier.ipv4_addresses(IP_ADDR_LOOKALIKE) == {"10.77.0.100"}
+    assert vip.ipv4_addresses(IP_ADDR_MASTER) == {"127.0.0.1", "10.77.0.11", "10.77.0.10"}
+    assert vip.ipv4_addresses(IP_ADDR_LOOKALIKE) == {"10.77.0.100"}
 
 
 def test_vip_holder_is_the_lb_with_the_vip(
@@ -389,7 +390,7 @@ def test_vip_holder_is_the_lb_with_the_vip(
     commands = fake_ssh(
         monkeypatch, {"lb1": cmd("lb1", IP_ADDR_BACKUP), "lb2": cmd("lb2", IP_ADDR_MASTER)}
     )
-    assert webtier.vip_holder(lab) == "lb2"
+    assert vip.vip_holder(lab) == "lb2"
     assert commands == ["ip -o -4 addr show"]
 
 
@@ -401,18 +402,18 @@ def test_nobody_holds_the_vip(lab: inv_mod.Inventory, monkeypatch: pytest.Monkey
             "lb2": SSHError("lb2", "no answer on 10.77.0.12:22"),
         },
     )
-    assert webtier.vip_holder(lab) is None
+    assert vip.vip_holder(lab) is None
 
 
 def test_two_holders_are_named(lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_ssh(monkeypatch, {"lb1": cmd("lb1", IP_ADDR_MASTER), "lb2": cmd("lb2", IP_ADDR_MASTER)})
-    with pytest.raises(webtier.WebTierError, match="10.77.0.10 is held by lb1 and lb2 at once"):
-        webtier.vip_holder(lab)
+    with pytest.raises(errors.WebTierError, match="10.77.0.10 is held by lb1 and lb2 at once"):
+        vip.vip_holder(lab)
 
 
 # ----------------------------------------------------------------- VRRP journal
 def test_parse_vrrp_journal() -> None:
-    got = webtier.parse_vrrp_journal(JOURNAL, "lb1")
+    got = vip.parse_vrrp_journal(JOURNAL, "lb1")
     assert [(t.state, t.instance, t.host) for t in got] == [
         ("BACKUP", "faultbook_vip", "lb1"),
         ("MASTER", "faultbook_vip", "lb1"),
@@ -422,13 +423,13 @@ def test_parse_vrrp_journal() -> None:
 
 
 def probe_output(haproxy: str, keepalived: str, addrs: str, journal: str) -> str:
-    m = webtier._MARK
+    m = vip._MARK
     return f"{haproxy}\n{m}\n{keepalived}\n{m}\n{addrs}{m}\n{journal}"
 
 
 def test_parse_lb_probe() -> None:
     last = JOURNAL.splitlines()[3] + "\n"
-    got = webtier.parse_lb_probe(
+    got = vip.parse_lb_probe(
         probe_output("active", "active", IP_ADDR_MASTER, last), "lb1", "10.77.0.10"
     )
     assert got == {
@@ -437,7 +438,7 @@ def test_parse_lb_probe() -> None:
         "holds_vip": True,
         "vrrp_state": "MASTER",
     }
-    got = webtier.parse_lb_probe(
+    got = vip.parse_lb_probe(
         probe_output("failed", "inactive", IP_ADDR_BACKUP, last), "lb2", "10.77.0.10"
     )
     assert got == {
@@ -446,12 +447,12 @@ def test_parse_lb_probe() -> None:
         "holds_vip": False,
         "vrrp_state": "stopped",
     }
-    got = webtier.parse_lb_probe(
+    got = vip.parse_lb_probe(
         probe_output("active", "active", IP_ADDR_BACKUP, ""), "lb2", "10.77.0.10"
     )
     assert got["vrrp_state"] == "unknown"
     with pytest.raises(ValueError, match="lb1: unexpected probe output"):
-        webtier.parse_lb_probe("active\n", "lb1", "10.77.0.10")
+        vip.parse_lb_probe("active\n", "lb1", "10.77.0.10")
 
 
 def test_lb_status_keeps_an_unreachable_lb(
@@ -465,9 +466,9 @@ def test_lb_status_keeps_an_unreachable_lb(
             "lb2": SSHError("lb2", "no answer on 10.77.0.12:22 within 5s"),
         },
     )
-    monkeypatch.setattr(webtier, "_healthz", lambda inv, lb, timeout: lb == "lb1")
-    df = webtier.lb_status(lab).set_index("lb")
-    assert list(df.reset_index().columns) == list(webtier.LB_COLUMNS)
+    monkeypatch.setattr(vip, "_healthz", lambda inv, lb, timeout: lb == "lb1")
+    df = vip.lb_status(lab).set_index("lb")
+    assert list(df.reset_index().columns) == list(vip.LB_COLUMNS)
     assert df.loc["lb1"].to_dict() == {
         "reachable": True,
         "holds_vip": True,
@@ -491,17 +492,17 @@ def test_vrrp_transitions_asks_journalctl_since_and_filters(
         seen.append(command)
         return cmd(host, JOURNAL)
 
-    monkeypatch.setattr(webtier.ssh, "run", run)
-    got = webtier.vrrp_transitions(lab, "lb1", since)
+    monkeypatch.setattr(ssh, "run", run)
+    got = vip.vrrp_transitions(lab, "lb1", since)
     assert [t.state for t in got] == ["MASTER", "FAULT"]
     assert f"--since @{since.timestamp():.6f}" in seen[0]
 
 
 def test_vrrp_transitions_refuses_naive_times_and_non_lb_hosts(lab: inv_mod.Inventory) -> None:
     with pytest.raises(ParameterError, match="naive"):
-        webtier.vrrp_transitions(lab, "lb1", datetime(2026, 1, 1))
-    with pytest.raises(InventoryError, match="'db1' is not a host of group lb"):
-        webtier.vrrp_transitions(lab, "db1", datetime.now(UTC) - timedelta(minutes=1))
+        vip.vrrp_transitions(lab, "lb1", datetime(2026, 1, 1))
+    with pytest.raises(InventoryError, match="db1 is not in group lb"):
+        vip.vrrp_transitions(lab, "db1", datetime.now(UTC) - timedelta(minutes=1))
 
 
 # ------------------------------------------- the role's runtime-API reader script

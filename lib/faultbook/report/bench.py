@@ -34,8 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from faultbook.backup import repository, restore, targets
 from faultbook.lab import net
 from faultbook.lab.lab import Lab
+from faultbook.report import seeding
+from faultbook.stack import http, psql
 
 
 def _timed(args: list[str], env: dict[str, str]) -> float:
@@ -128,11 +131,10 @@ def _wrk(url: str, seconds: int, conns: int, threads: int, script: str | None) -
 
 def bench_vip(seconds: int) -> dict[str, Any]:
     """Sustained GET and POST through the VIP over HTTPS (wrk, bounded in time)."""
-    from faultbook import stack
 
     lab = Lab()
-    base = stack.vip_url(lab.inv, "")
-    sess = stack.session(lab.inv)
+    base = http.vip_url(lab.inv, "")
+    sess = http.session(lab.inv)
     r = sess.post(
         f"{base}/orders",
         json={"customer": "bench", "amount_cents": 1},
@@ -181,7 +183,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 def bench_drills(runs: int, only: list[str], out: Path) -> dict[str, Any]:
     """Run each drill RUNS times through papermill; p50/p95/max of its key figure."""
-    from faultbook import runner
+    from faultbook.report import runner
 
     result: dict[str, Any] = {"machine": machine(), "runs": runs, "drills": {}}
     for name in only or list(DRILLS):
@@ -224,14 +226,13 @@ def bench_drills(runs: int, only: list[str], out: Path) -> dict[str, Any]:
 
 
 def _full_backup(inv: Any, compress: str) -> tuple[str, float]:
-    from faultbook import backup
 
-    before = set(backup.backups(backup.info(inv))["label"])
+    before = set(repository.backups(repository.info(inv))["label"])
     t0 = time.monotonic()
-    backup.pgbackrest(
+    repository.pgbackrest(
         inv,
         [
-            f"--stanza={backup.stanza_name(inv)}",
+            f"--stanza={repository.stanza_name(inv)}",
             "--type=full",
             f"--compress-type={compress}",
             "--log-level-console=warn",
@@ -240,7 +241,7 @@ def _full_backup(inv: Any, compress: str) -> tuple[str, float]:
         timeout=3600,
     )
     dt = time.monotonic() - t0
-    df = backup.backups(backup.info(inv))
+    df = repository.backups(repository.info(inv))
     new = df[~df["label"].isin(before)]
     return str(new["label"].iloc[-1]), dt
 
@@ -252,16 +253,16 @@ def bench_restore(seed_mib: float, runs: int, matrix: bool) -> dict[str, Any]:
     restore onto the previous copy; then RUNS restores with the role's
     defaults. Each restore starts with a cold page cache.
     """
-    from faultbook import inventory, restore, stack
+    from faultbook import inventory
 
     inv = inventory.load("lab")
-    primary = stack.primary(inv)
+    primary = psql.primary(inv)
     host = restore.scratch_host(inv, inv.group("restore")[0].name)
     t0 = time.monotonic()
-    size = restore.seed_volume(inv, primary, seed_mib)
+    size = seeding.seed_volume(inv, primary, seed_mib)
     seed_s = time.monotonic() - t0
-    want = restore.seed_digest(inv, primary)
-    print(f"seed: {size / 2**20:.0f} MiB in database {restore.SEED_DB} ({seed_s:.0f}s)", flush=True)
+    want = seeding.seed_digest(inv, primary)
+    print(f"seed: {size / 2**20:.0f} MiB in database {seeding.SEED_DB} ({seed_s:.0f}s)", flush=True)
     result: dict[str, Any] = {
         "machine": machine(),
         "seed_bytes": size,
@@ -273,14 +274,14 @@ def bench_restore(seed_mib: float, runs: int, matrix: bool) -> dict[str, Any]:
     def one(label: str, compress: str, pm: int, delta: bool, tag: str) -> dict[str, Any]:
         if not delta:
             restore.wipe(inv, host)
-        restore.drop_caches(inv, host)
+        seeding.drop_caches(inv, host)
         run = restore.restore(
-            inv, host, restore.IMMEDIATE, label=label, process_max=pm, delta=delta
+            inv, host, targets.IMMEDIATE, label=label, process_max=pm, delta=delta
         )
         t1 = time.monotonic()
-        got = restore.seed_digest(inv, host)
+        got = seeding.seed_digest(inv, host)
         verify_s = time.monotonic() - t1
-        raw = restore.raw_copy_s(inv, host, run.size)
+        raw = seeding.raw_copy_s(inv, host, run.size)
         row = {
             "tag": tag,
             "compress": compress,

@@ -27,13 +27,13 @@ from typing import Any
 
 import pandas as pd
 
-from faultbook import failover, monitoring, webtier
-from faultbook.drills import DrillResult
+from faultbook.drills.faults import Fault
+from faultbook.drills.impact import DrillResult
+from faultbook.drills.traffic import LoadSpec, Traffic
 from faultbook.errors import DrillAborted, FaultbookError, ParameterError
-from faultbook.faults import Fault
 from faultbook.inventory import Inventory
 from faultbook.results import Run, Step, iso
-from faultbook.traffic import LoadSpec, Traffic
+from faultbook.stack import failover, haproxy, monitoring, vip
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,12 @@ def steady_state(inv: Inventory, ignore_alerts: tuple[str, ...] = ()) -> SteadyS
         if row["role"] in ("unreachable", "down"):
             problems.append(f"{row['host']} is {row['role']} ({row['error']})")
     try:
-        web = webtier.failed_backends(inv)
+        web = haproxy.failed_backends(inv)
         if web.failed:
             problems.append(web.summary())
-        if webtier.vip_holder(inv) is None:
+        if vip.vip_holder(inv) is None:
             problems.append("no load balancer holds the VIP")
-        for row in webtier.lb_status(inv).to_dict("records"):
+        for row in vip.lb_status(inv).to_dict("records"):
             if not (
                 row["reachable"] and row["haproxy"] == "active" and row["keepalived"] == "active"
             ):

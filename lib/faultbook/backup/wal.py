@@ -20,22 +20,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from faultbook.stack.psql import parse_lsn
+
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024
-
-
-_LSN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
-
-
-def parse_lsn(value: str) -> int:
-    """'16/B374D848' -> an integer; ValueError when malformed."""
-    if not _LSN.fullmatch(value.strip()):
-        raise ValueError(f"{value!r} is not an LSN (expected hex 'X/Y', e.g. 0/3000060)")
-    hi, lo = value.strip().split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 @dataclass(frozen=True, order=True)

@@ -54,9 +54,9 @@ from typing import Any
 import pandas as pd
 import requests
 
-from faultbook import stack
 from faultbook.errors import ParameterError, UsageError
 from faultbook.inventory import Inventory
+from faultbook.stack import http
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class Traffic:
     @classmethod
     def for_inventory(cls, inv: Inventory, spec: LoadSpec) -> Traffic:
         """Traffic through the inventory's VIP over HTTPS, TLS checked against the stack CA."""
-        return cls(stack.vip_url(inv, ""), spec, session_factory=lambda: stack.session(inv))
+        return cls(http.vip_url(inv, ""), spec, session_factory=lambda: http.session(inv))
 
     # -- life cycle ---------------------------------------------------------
 

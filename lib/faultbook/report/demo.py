@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from faultbook import plots, runner
-from faultbook.traffic import load_records
+from faultbook.drills.traffic import load_records
+from faultbook.report import plots, runner
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,11 @@ from typing import Any
 import pandas as pd
 import requests
 
-from faultbook import ansible, ssh, stack
+from faultbook import ansible, ssh
 from faultbook.errors import FaultbookError, InventoryError, SSHError
 from faultbook.inventory import Inventory
+from faultbook.stack import http, psql
+from faultbook.stack.psql import parse_lsn
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,8 @@ STATE_COLUMNS = [
 
 
 def lsn_to_int(lsn: str | None) -> int | None:
-    """'16/B374D848' -> an integer comparable across hosts; '' or None -> None."""
-    if not lsn:
-        return None
-    hi, _, lo = lsn.partition("/")
-    return (int(hi, 16) << 32) + int(lo, 16)
+    """An LSN comparable across hosts; '' or None -> None."""
+    return parse_lsn(lsn) if lsn else None
 
 
 def parse_state(host: str, out: str) -> dict[str, Any]:
@@ -122,7 +121,7 @@ def replication(inv: Inventory, primary: str) -> pd.DataFrame:
         "replay_lsn, coalesce(extract(epoch FROM replay_lag), 0) FROM pg_stat_replication "
         "ORDER BY application_name"
     )
-    out = stack.psql(inv, primary, sql)
+    out = psql.psql(inv, primary, sql)
     cols = ["standby", "address", "state", "sync_state", "sent_lsn", "flush_lsn", "replay_lsn"]
     rows = []
     for line in out.splitlines():
@@ -137,7 +136,7 @@ def slots(inv: Inventory, primary: str) -> pd.DataFrame:
         "SELECT slot_name, active::text, coalesce(restart_lsn::text, ''), "
         "coalesce(wal_status, '') FROM pg_replication_slots ORDER BY slot_name"
     )
-    rows = [line.split("|") for line in stack.psql(inv, primary, sql).splitlines() if line]
+    rows = [line.split("|") for line in psql.psql(inv, primary, sql).splitlines() if line]
     return pd.DataFrame(rows, columns=["slot", "active", "restart_lsn", "wal_status"])
 
 
@@ -326,13 +325,13 @@ def present_ids(inv: Inventory, primary: str, ids: Iterable[int]) -> set[int]:
     if not wanted:
         return set()
     sql = f"SELECT id FROM orders WHERE id BETWEEN {wanted[0]} AND {wanted[-1]}"
-    out = stack.psql(inv, primary, sql, db="ledger", timeout=60)
+    out = psql.psql(inv, primary, sql, db="ledger", timeout=60)
     return {int(x) for x in out.split()} & set(wanted)
 
 
 def old_timeline_rows(inv: Inventory, host: str, since_id: int) -> set[int]:
     """Ids above SINCE_ID in HOST's ledger (used before a rewind, on a healed old primary)."""
-    out = stack.psql(inv, host, f"SELECT id FROM orders WHERE id > {int(since_id)}", db="ledger")
+    out = psql.psql(inv, host, f"SELECT id FROM orders WHERE id > {int(since_id)}", db="ledger")
     return {int(x) for x in out.split()}
 
 
@@ -397,13 +396,13 @@ def verify_write(inv: Inventory, primary: str, timeout_s: float = 60.0) -> int:
     acknowledged or TIMEOUT_S passes); it must be on PRIMARY. Returns its id."""
     import uuid
 
-    s = stack.session(inv)
+    s = http.session(inv)
     key = f"verify-{uuid.uuid4()}"
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             r = s.post(
-                stack.vip_url(inv, "/orders"),
+                http.vip_url(inv, "/orders"),
                 json={"customer": "failover-verify", "amount_cents": 1},
                 headers={"Idempotency-Key": key},
                 timeout=15,

@@ -358,3 +358,8 @@ def _describe(df: pd.DataFrame) -> str:
         parts.append(f"{{{name}}} {row['value']:g}")
     more = f" (+{len(df) - 5} more)" if len(df) > 5 else ""
     return "; ".join(parts) + more
+
+
+def firing_alerts(target: Inventory | str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Raw firing alerts, pending ones left out (see ``alerts`` for a DataFrame)."""
+    return [a for a in raw_alerts(target, timeout=timeout) if a.get("state") == "firing"]

@@ -1,0 +1,14 @@
+"""The ``faultbook`` command: the operations the runbooks perform, for shells, CI and cron.
+
+One module per command group; importing them registers their commands on ``main``.
+"""
+
+from __future__ import annotations
+
+from faultbook.cli import backup, lab, run, stack  # noqa: F401 - registers the commands
+from faultbook.cli.base import main
+
+__all__ = ["main"]
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
