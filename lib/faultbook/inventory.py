@@ -1,23 +1,50 @@
-"""Read an Ansible YAML inventory: hosts, groups, addresses and variables.
+"""Read an Ansible inventory with Ansible's own reader: hosts, groups, addresses, variables.
 
-faultbook reads the same file Ansible does, so the topology has one source
-of truth. Only the YAML inventory format is supported; errors name the file
-and what is wrong with it.
+faultbook reads inventories through ansible-core's Python API (the same
+inventory plugins Ansible uses: YAML, INI, and anything else Ansible
+accepts), so the topology has one source of truth and the two cannot
+disagree about a host. Host variables are the effective ones, merged as
+Ansible merges them: the inventory's group vars by depth, the group_vars/
+files beside the inventory, then the host's own vars and host_vars/ files.
+Nothing is templated and nothing is decrypted: a vault-encrypted vars file
+is left out and an inline ``!vault`` value becomes ``VAULTED``. Errors name
+the file and what is wrong with it, in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
 import os
-from collections.abc import Iterable, Mapping
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from faultbook.errors import InventoryError
 from faultbook.paths import INVENTORIES_DIR, LAB_INVENTORY, faultbook_home
+
+log = logging.getLogger(__name__)
+
+# resolve_path looks for these in an inventory directory, in this order.
+INVENTORY_FILES = ("hosts.yml", "hosts.yaml", "hosts.ini", "hosts")
+# Variables Ansible sets on every host itself; not part of the inventory's data.
+_MAGIC_HOST_VARS = frozenset({"inventory_file", "inventory_dir"})
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Vaulted:
+    """An inline ``!vault`` value: faultbook never decrypts inventory secrets."""
+
+    def __str__(self) -> str:
+        return "<vault-encrypted>"
+
+
+VAULTED = Vaulted()
 
 
 @dataclass(frozen=True)
@@ -32,7 +59,7 @@ class Host:
 
 @dataclass(frozen=True)
 class Inventory:
-    """A parsed inventory. ``hosts`` keeps the file's order."""
+    """A parsed inventory. ``hosts`` keeps the inventory's order (Ansible's)."""
 
     path: Path
     hosts: Mapping[str, Host]
@@ -63,6 +90,17 @@ class Inventory:
             raise InventoryError(f"unknown group {name!r} in {self.path}; known groups: {known}")
         return [self.hosts[h] for h in self.groups[name]]
 
+    def member(self, host: str, group: str) -> Host:
+        """The host, if it is in the group; else InventoryError naming the group's hosts."""
+        h = self.host(host)
+        members = [m.name for m in self.group(group)]
+        if h.name not in members:
+            raise InventoryError(
+                f"{h.name} is not in group {group} of {self.path}; "
+                f"its hosts: {', '.join(members) or '(none)'}"
+            )
+        return h
+
     def select(self, names: Iterable[str] | None) -> list[Host]:
         """Hosts or groups by name (None: every host), in inventory order."""
         if names is None:
@@ -75,106 +113,247 @@ class Inventory:
 
 
 def resolve_path(inventory: str | os.PathLike[str] | None) -> Path:
-    """Accept a file, a directory holding hosts.yml, or a name under inventories/."""
+    """Accept a file, a directory holding hosts.yml (or hosts.yaml, hosts.ini, hosts),
+    or a name under inventories/."""
     if inventory is None or str(inventory) in ("", "lab"):
         return LAB_INVENTORY
     p = Path(inventory)
     if not p.exists() and (INVENTORIES_DIR / str(inventory)).is_dir():
         p = INVENTORIES_DIR / str(inventory)
     if p.is_dir():
-        p = p / "hosts.yml"
+        p = next((p / n for n in INVENTORY_FILES if (p / n).is_file()), p / INVENTORY_FILES[0])
     if not p.is_file():
         known = ", ".join(sorted(d.name for d in INVENTORIES_DIR.iterdir() if d.is_dir()))
         raise InventoryError(
-            f"inventory {str(inventory)!r} not found; expected a hosts.yml file, a directory "
-            f"holding one, or one of: {known}"
+            f"inventory {str(inventory)!r} not found; expected an inventory file, a directory "
+            f"holding {', '.join(INVENTORY_FILES)}, or one of: {known}"
         )
     return p
 
 
 def load(inventory: str | os.PathLike[str] | None = None) -> Inventory:
-    """Parse an inventory file; raise InventoryError naming the file and the fault."""
+    """Read an inventory with Ansible's reader; raise InventoryError naming the file and fault.
+
+    Ansible is imported here, not at module import: it is heavy and most
+    importers of this module only need the types.
+    """
     path = resolve_path(inventory)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InventoryError(f"{path}: not valid YAML{where}: {problem}") from None
+        with open(path, "rb"):
+            pass
     except OSError as exc:
         raise InventoryError(f"{path}: cannot be read ({exc.strerror})") from None
-    return parse(data, path)
+    with _LOCK, _ansible_warnings() as warnings:
+        return _load(path, warnings)
 
 
-def _mapping(value: Any, path: Path, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InventoryError(f"{path}: '{where}' must be a mapping, got {type(value).__name__}")
-    return value
+@contextlib.contextmanager
+def _ansible_warnings() -> Iterator[list[str]]:
+    """Collect Ansible's warnings instead of printing them; log them at debug level."""
+    from ansible.utils.display import Display
+
+    display = Display()  # a process-wide singleton
+    caught: list[str] = []
+
+    def warning(msg: str, formatted: bool = False) -> None:
+        caught.append(str(msg))
+
+    display.warning = warning  # an instance attribute shadows the method
+    try:
+        yield caught
+    finally:
+        del display.warning
+        for w in caught:
+            log.debug("ansible: %s", _one_line(w))
 
 
-def parse(data: Any, path: Path) -> Inventory:
-    """Build an Inventory from already-loaded YAML data."""
-    if not isinstance(data, dict) or "all" not in data:
-        raise InventoryError(f"{path}: expected a mapping with a top-level 'all' group")
-    host_vars: dict[str, dict[str, Any]] = {}
-    host_groups: dict[str, list[str]] = {}
-    groups: dict[str, list[str]] = {}
-    # group name -> (parents chain vars), applied in depth order
-    group_vars: dict[str, dict[str, Any]] = {}
-    group_depth: dict[str, int] = {}
+def _load(path: Path, warnings: list[str]) -> Inventory:
+    import ansible.constants as C
+    from ansible.errors import AnsibleError
+    from ansible.inventory.helpers import sort_groups
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.utils.vars import combine_vars
 
-    def walk(name: str, node: Any, where: str, depth: int, ancestors: tuple[str, ...]) -> None:
-        node = _mapping(node, path, where)
-        unknown = set(node) - {"hosts", "vars", "children"}
-        if unknown:
+    loader = DataLoader()  # no vault secrets: nothing is ever decrypted
+    source = os.path.abspath(path)
+    try:
+        manager = InventoryManager(loader=loader, sources=[source])
+    except AnsibleError as exc:
+        if any(_FAILED_RE.match(w) for w in warnings):
+            raise InventoryError(f"{path}: {_parse_failure(loader, path, warnings)}") from None
+        raise InventoryError(f"{path}: {_one_line(_message(exc), source)}") from None
+    if not manager._inventory.processed_sources:
+        # Ansible only warns ("Unable to parse ... as an inventory source").
+        raise InventoryError(f"{path}: {_parse_failure(loader, path, warnings)}")
+    for w in warnings:
+        m = _UNEXPECTED_KEY_RE.search(w)
+        if m:  # Ansible skips the key (and so every host under it) with a warning
             raise InventoryError(
-                f"{path}: '{where}' has unexpected key(s) {', '.join(sorted(unknown))}; "
+                f"{path}: group {m[2]!r} has unexpected key {m[1]!r}; "
                 "expected hosts, vars or children"
             )
-        group_vars[name] = _mapping(node.get("vars"), path, f"{where}.vars")
-        group_depth[name] = max(group_depth.get(name, 0), depth)
-        groups.setdefault(name, [])
-        for hname, hv in _mapping(node.get("hosts"), path, f"{where}.hosts").items():
-            if not isinstance(hname, str) or not hname:
-                raise InventoryError(f"{path}: '{where}.hosts' has an invalid host name {hname!r}")
-            hv = _mapping(hv, path, f"{where}.hosts.{hname}")
-            host_vars.setdefault(hname, {}).update(hv)
-            for g in (*ancestors, name):
-                if hname not in groups.setdefault(g, []):
-                    groups[g].append(hname)
-                if g not in host_groups.setdefault(hname, []):
-                    host_groups[hname].append(g)
-        for cname, child in _mapping(node.get("children"), path, f"{where}.children").items():
-            walk(str(cname), child, f"{where}.children.{cname}", depth + 1, (*ancestors, name))
 
-    walk("all", data["all"], "all", 0, ())
-    if not host_vars:
+    base = os.path.realpath(os.path.dirname(source))
+    dir_cache: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def dir_vars(kind: str, name: str) -> dict[str, Any]:
+        """Variables from group_vars/<name>* or host_vars/<name>* beside the inventory."""
+        key = (kind, name)
+        if key not in dir_cache:
+            data: dict[str, Any] = {}
+            d = os.path.join(base, kind)
+            if os.path.isdir(d) and not name.startswith(os.sep):
+                for f in loader.find_vars_files(d, name):
+                    data = combine_vars(data, _vars_file(loader, str(f)))
+            dir_cache[key] = data
+        return dir_cache[key]
+
+    all_group = manager.groups["all"]
+    groups: dict[str, tuple[str, ...]] = {"all": tuple(manager.hosts)}
+    for g in manager.groups.values():
+        members = tuple(h.name for h in g.get_hosts())
+        if g.name != "all" and (members or g.name != "ungrouped"):
+            groups[g.name] = members
+    if not manager.hosts:
         raise InventoryError(f"{path}: defines no hosts")
-    all_vars = group_vars.get("all", {})
+
+    # Ansible's order of precedence (VariableManager.get_vars; configurable there too),
+    # without the playbook-adjacent group_vars: there is no playbook here.
+    def merged(host_groups: list[Any], with_groups: bool) -> dict[str, Any]:
+        parts: dict[str, Callable[[], list[Mapping[str, Any]]]] = {
+            "all_inventory": lambda: [all_group.vars],
+            "all_plugins_inventory": lambda: [dir_vars("group_vars", "all")],
+        }
+        if with_groups:
+            parts["groups_inventory"] = lambda: [g.vars for g in host_groups]
+            parts["groups_plugins_inventory"] = lambda: [
+                dir_vars("group_vars", g.name) for g in host_groups
+            ]
+        out: dict[str, Any] = {}
+        for entry in C.VARIABLE_PRECEDENCE:
+            for layer in parts.get(entry, list)():
+                out = combine_vars(out, layer)
+        return out
+
     hosts: dict[str, Host] = {}
     seen_addr: dict[str, str] = {}
-    for hname, hv in host_vars.items():
-        eff: dict[str, Any] = {}
-        for g in sorted(host_groups[hname], key=lambda g: group_depth[g]):
-            eff.update(group_vars.get(g, {}))
-        eff.update(hv)
-        address = str(eff.get("ansible_host", hname))
+    for name, h in manager.hosts.items():
+        host_groups = sort_groups([g for g in h.get_groups() if g.name != "all"])
+        eff = merged(host_groups, with_groups=True)
+        own = {k: v for k, v in h.vars.items() if k not in _MAGIC_HOST_VARS}
+        eff = _plain(combine_vars(combine_vars(eff, own), dir_vars("host_vars", name)))
+        address = str(eff.get("ansible_host", name))
         if address in seen_addr:
             raise InventoryError(
-                f"{path}: hosts {seen_addr[address]} and {hname} share the address {address}"
+                f"{path}: hosts {seen_addr[address]} and {name} share the address {address}"
             )
-        seen_addr[address] = hname
-        member_of = tuple(g for g in host_groups[hname] if g != "all")
-        hosts[hname] = Host(name=hname, address=address, groups=member_of, vars=eff)
-    return Inventory(
-        path=path,
-        hosts=hosts,
-        groups={g: tuple(m) for g, m in groups.items()},
-        vars=all_vars,
-    )
+        seen_addr[address] = name
+        member_of = tuple(g for g, m in groups.items() if g != "all" and name in m)
+        hosts[name] = Host(name=name, address=address, groups=member_of, vars=eff)
+    return Inventory(path=path, hosts=hosts, groups=groups, vars=_plain(merged([], False)))
+
+
+_FAILED_RE = re.compile(r"\s*\* Failed to parse (.*?) with (\S+) plugin: (.*)", re.S)
+_UNEXPECTED_KEY_RE = re.compile(r"Skipping unexpected key \((.*?)\) in group \((.*?)\)")
+
+
+def _vars_file(loader: Any, f: str) -> dict[str, Any]:
+    """One group_vars/host_vars file; a vault-encrypted one is left out (never decrypted)."""
+    from ansible.errors import AnsibleError, AnsibleParserError
+    from ansible.parsing.vault import is_encrypted_file
+
+    with open(f, "rb") as fh:
+        if is_encrypted_file(fh):
+            log.debug("inventory: %s is vault-encrypted; its variables are left out", f)
+            return {}
+    try:
+        data = loader.load_from_file(f, cache="none")
+    except AnsibleParserError as exc:
+        raise InventoryError(f"{f}: {_parse_message(exc, f)}") from None
+    except AnsibleError as exc:
+        raise InventoryError(f"{f}: {_one_line(_message(exc), f)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise InventoryError(f"{f}: expected a mapping of variables, got {type(data).__name__}")
+    return dict(data)
+
+
+def _message(exc: Exception) -> str:
+    return str(getattr(exc, "message", None) or exc)
+
+
+def _parse_message(exc: Exception, path: str) -> str:
+    """An AnsibleParserError in one line; a YAML syntax error says where, as PyYAML does."""
+    import yaml
+
+    orig = getattr(exc, "orig_exc", None)
+    if isinstance(orig, yaml.YAMLError):
+        mark = getattr(orig, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(orig, "problem", None) or str(orig).splitlines()[0]
+        return f"not valid YAML{where}: {problem}"
+    return _one_line(_message(exc), path)
+
+
+def _parse_failure(loader: Any, path: Path, warnings: list[str]) -> str:
+    """Why no inventory plugin could read the file: the reason of the plugin meant for it."""
+    from ansible.errors import AnsibleError, AnsibleParserError
+
+    failures: dict[str, str] = {}
+    for w in warnings:
+        m = _FAILED_RE.match(w)
+        if m:
+            failures.setdefault(m[2].removeprefix("ansible.builtin."), m[3])
+    source = os.path.abspath(path)
+    ext = path.suffix.lower()
+    if ext in (".yml", ".yaml", ".json"):
+        try:
+            loader.load_from_file(source, cache="none")
+        except AnsibleParserError as exc:
+            return _parse_message(exc, source)
+        except AnsibleError:
+            pass
+        preferred: tuple[str, ...] = ("yaml", "auto")
+    elif ext == ".toml":
+        preferred = ("toml",)
+    else:
+        preferred = ("ini", "script")
+    for plugin in (*preferred, *failures):
+        if plugin in failures:
+            why = _one_line(failures[plugin], source)
+            return f"not a valid inventory ({plugin} plugin: {why})"
+    return "not a valid inventory: no Ansible inventory plugin accepts it"
+
+
+def _one_line(msg: str, path: str | None = None) -> str:
+    """Ansible's multi-line, prefixed messages reduced to one line."""
+    msg = msg.split("\n\nThe error appears to be", 1)[0]
+    if path:
+        msg = re.sub(re.escape(path) + r":(\d+):", r"line \1:", msg)
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
+def _plain(value: Any) -> Any:
+    """Ansible's YAML objects as plain Python values; inline vault values as VAULTED."""
+    from ansible.parsing.yaml.objects import AnsibleVaultEncryptedUnicode
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, AnsibleVaultEncryptedUnicode):
+            return VAULTED
+        if isinstance(v, Mapping):
+            return {conv(k): conv(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, str):
+            return str.__str__(v)
+        if isinstance(v, bytes):
+            return bytes(v)
+        return v
+
+    return conv(value)
 
 
 def require_ipv4_in(inv: Inventory, subnet: str) -> None:
