@@ -569,7 +569,7 @@ def test_info_runs_pgbackrest_as_postgres_on_the_repository_host(
     calls = fake_ssh(monkeypatch, [ssh.CommandResult("backup1", 0, text, "")])
     assert repository.info(inv) == lab_info()
     assert calls == [
-        ("backup1", "cd /tmp && sudo -n -u postgres pgbackrest info --output=json"),
+        ("backup1", "cd /tmp && sudo -n -u postgres sh -c 'exec pgbackrest info --output=json'"),
     ]
 
 
@@ -584,7 +584,7 @@ def test_info_falls_back_to_a_pgbackrest_user(
         ],
     )
     assert repository.info(inv) == []
-    assert "sudo -n -u pgbackrest pgbackrest" in calls[1][1]
+    assert "sudo -n -u pgbackrest sh -c 'exec pgbackrest" in calls[1][1]
 
 
 def test_a_pgbackrest_error_is_one_line(
@@ -620,7 +620,7 @@ def test_check_archive_follows_the_newest_timeline(
     c = repository.check_archive(inv, lab_info())
     assert c.ok and c.history_known and c.first == "000000010000000000000006"
     assert "repo-ls archive/main/15-1 --recurse --output=json" in calls[0][1]
-    assert calls[1][1].endswith("repo-get archive/main/15-1/00000009.history")
+    assert calls[1][1].endswith("repo-get archive/main/15-1/00000009.history'")
 
 
 # ---------------------------------------------------------- on-demand backup

@@ -80,4 +80,4 @@ def test_web_drain_of_a_non_web_host_is_a_usage_error() -> None:
 def test_db_fence_of_an_unknown_host_is_a_usage_error() -> None:
     code, out = invoke("db", "fence", "db9")
     assert code == 2
-    assert "'db9' is not a db host" in out
+    assert "unknown host 'db9'" in out

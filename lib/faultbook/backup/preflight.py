@@ -5,6 +5,7 @@ the repository passphrase in hand opens the repository.
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from faultbook import ssh
 from faultbook.backup import repository, targets
 from faultbook.backup.restore import PG_DATA, scratch_host
 from faultbook.errors import BackupError, PassphraseError
@@ -37,19 +37,9 @@ def check_passphrase(inv: Inventory, passphrase: str) -> None:
     name = repository.stanza_name(inv)
     script = (
         "IFS= read -r PGBACKREST_REPO1_CIPHER_PASS; export PGBACKREST_REPO1_CIPHER_PASS; "
-        f"cd /tmp && exec pgbackrest --stanza={shlex.quote(name)} --output=json info"
+        f"exec pgbackrest --stanza={shlex.quote(name)} --output=json info"
     )
-    for user in repository.REPO_USERS:
-        r = ssh.run(
-            inv,
-            host,
-            f"sudo -n -u {user} sh -c {shlex.quote(script)}",
-            timeout=60,
-            stdin=(passphrase + "\n").encode(),
-        )
-        if "unknown user" not in r.stderr:
-            break
-    import json
+    r = repository.as_owner(inv, script, timeout=60, stdin=(passphrase + "\n").encode())
 
     problem = ""
     if not r.ok:

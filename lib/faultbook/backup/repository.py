@@ -101,22 +101,49 @@ def _error_line(text: str) -> str:
     return " | ".join(errors or lines[-1:]) or "no output"
 
 
+def as_owner(
+    inv: Inventory, script: str, timeout: float = 60.0, stdin: bytes | None = None
+) -> ssh.CommandResult:
+    """Run the shell SCRIPT on the repository host as the repository's owner.
+
+    The owner is the first of REPO_USERS that exists there (the pgbackrest role
+    makes it ``postgres``; a dedicated ``pgbackrest`` user is the other common
+    layout). The one place that knows who owns the repository.
+    """
+    host = repo_host(inv)
+    r = None
+    for user in REPO_USERS:
+        r = ssh.run(
+            inv,
+            host,
+            f"cd /tmp && sudo -n -u {user} sh -c {shlex.quote(script)}",
+            timeout,
+            stdin=stdin,
+        )
+        if "unknown user" not in r.stderr:
+            break
+    assert r is not None
+    return r
+
+
 def pgbackrest(inv: Inventory, args: Sequence[str], timeout: float = 60.0) -> str:
     """Run ``pgbackrest ARGS`` on the repository host as the repository's owner; its stdout.
 
     Raises BackupError with pgBackRest's error line when the command fails.
     """
-    host = repo_host(inv)
     cmd_args = " ".join(shlex.quote(a) for a in args)
-    last = ""
-    for user in REPO_USERS:
-        r = ssh.run(inv, host, f"cd /tmp && sudo -n -u {user} pgbackrest {cmd_args}", timeout)
-        if r.ok:
-            return r.stdout
+    r = as_owner(inv, f"exec pgbackrest {cmd_args}", timeout)
+    if not r.ok:
         last = _error_line(r.stderr or r.stdout)
-        if "unknown user" not in r.stderr:
-            break
-    raise BackupError(f"pgbackrest {cmd_args} on {host} failed: {last}")
+        raise BackupError(f"pgbackrest {cmd_args} on {repo_host(inv)} failed: {last}")
+    return r.stdout
+
+
+def check(inv: Inventory) -> str:
+    """``pgbackrest check`` from the repository host: archiving and backups both work
+    (after a failover: against the new primary)."""
+    pgbackrest(inv, [f"--stanza={stanza_name(inv)}", "check"], timeout=120)
+    return f"pgbackrest check passed on {repo_host(inv)}"
 
 
 def info(inv: Inventory, timeout: float = 60.0) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from faultbook.backup import repository, targets
 from faultbook.backup.wal import WalSegment
 from faultbook.errors import BackupError, FaultbookError, UsageError
 from faultbook.inventory import Inventory
+from faultbook.poll import poll
 from faultbook.stack import psql
 
 log = logging.getLogger(__name__)
@@ -164,22 +165,23 @@ def archive_now(inv: Inventory, primary: str, timeout_s: float = 60.0) -> str:
 
     Until then a restore cannot reach a target in it. Returns the segment.
     """
-    import time
-
     out = psql.psql(inv, primary, "SELECT pg_walfile_name(pg_switch_wal()), pg_current_wal_lsn()")
     segment = out.split("|")[0].strip()
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        last = psql.psql(
-            inv, primary, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver"
+    last = [""]
+
+    def archived(t: float) -> str | None:
+        last[0] = psql.psql(
+            inv, primary, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", timeout=t
         ).strip()
-        if re.fullmatch(r"[0-9A-F]{24}", last) and _seg_key(last) >= _seg_key(segment):
-            return segment
-        time.sleep(0.5)
-    raise BackupError(
-        f"WAL segment {segment} was not archived within {timeout_s:g}s "
-        f"(last archived: {last or 'none'}); check archiving with `pgbackrest check`"
+        done = re.fullmatch(r"[0-9A-F]{24}", last[0]) and _seg_key(last[0]) >= _seg_key(segment)
+        return segment if done else None
+
+    return poll(
+        archived,
+        timeout_s,
+        what=f"WAL segment {segment} archived (check archiving with `pgbackrest check`)",
+        seen=lambda: f"last archived {last[0] or 'none'}",
+        error=BackupError,
     )
 
 

@@ -136,12 +136,6 @@ class _Job:
     order_id: int | None
 
 
-def _plain_session() -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment stay out
-    return s
-
-
 def _short_error(exc: BaseException) -> str:
     if isinstance(exc, requests.Timeout):
         return "timeout"
@@ -230,7 +224,7 @@ class Traffic:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.spec = spec
-        self._session_factory = session_factory or _plain_session
+        self._session_factory = session_factory or http.session
         self._name = f"faultbook-traffic-{next(_ids)}"
         self._rng = random.Random()
         self._lock = threading.Lock()

@@ -17,8 +17,7 @@ Safety rules this module enforces (docs/runbooks/db-failover.md):
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ import requests
 from faultbook import ansible, ssh
 from faultbook.errors import FaultbookError, InventoryError, SSHError
 from faultbook.inventory import Inventory
+from faultbook.poll import poll
 from faultbook.stack import http, psql
 from faultbook.stack.psql import parse_lsn
 
@@ -222,17 +222,9 @@ def choose_candidate(
     return Candidate(str(best["host"]), str(best["receive_lsn"]), proven, reason)
 
 
-def _db(inv: Inventory, host: str) -> None:
-    if host not in {h.name for h in inv.group("db")}:
-        choices = ", ".join(h.name for h in inv.group("db"))
-        raise InventoryError(
-            f"{host!r} is not a db host of inventory {inv.name}; expected {choices}"
-        )
-
-
 def fence(inv: Inventory, host: str) -> str:
     """Make sure HOST cannot acknowledge another write. Returns what was done."""
-    _db(inv, host)
+    inv.member(host, "db")
     if inv.is_lab:
         from faultbook.lab.lab import Lab
 
@@ -247,7 +239,7 @@ def fence(inv: Inventory, host: str) -> str:
 
 
 def promote(inv: Inventory, host: str, exclude: Iterable[str] = ()) -> ansible.PlaybookResult:
-    _db(inv, host)
+    inv.member(host, "db")
     return ansible.run_playbook(
         "db_promote.yml",
         inv,
@@ -256,8 +248,8 @@ def promote(inv: Inventory, host: str, exclude: Iterable[str] = ()) -> ansible.P
 
 
 def switchover(inv: Inventory, old: str, new: str) -> ansible.PlaybookResult:
-    _db(inv, old)
-    _db(inv, new)
+    inv.member(old, "db")
+    inv.member(new, "db")
     return ansible.run_playbook(
         "db_switchover.yml", inv, extravars={"db_old_primary": old, "db_new_primary": new}
     )
@@ -267,8 +259,8 @@ def rejoin(
     inv: Inventory, host: str, primary: str, method: str | None = None
 ) -> ansible.PlaybookResult:
     """Bring HOST back as a standby of PRIMARY (powering it on first in the lab)."""
-    _db(inv, host)
-    _db(inv, primary)
+    inv.member(host, "db")
+    inv.member(primary, "db")
     if method is not None and method not in ("auto", "rewind", "reclone"):
         raise InventoryError(f"rejoin method must be auto, rewind or reclone, got {method!r}")
     if inv.is_lab:
@@ -285,23 +277,14 @@ def rejoin(
     )
 
 
-def wait(
-    check: Callable[[], Any], timeout_s: float, poll_s: float = 0.5, what: str = "condition"
-) -> Any:
-    """Poll CHECK until it returns something truthy; raise FaultbookError after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while True:
-        try:
-            last = check()
-        except FaultbookError as exc:
-            last = exc
-            log.debug("waiting for %s: %s", what, exc)
-        if last and not isinstance(last, Exception):
-            return last
-        if time.monotonic() > deadline:
-            raise FaultbookError(f"timed out after {timeout_s:g}s waiting for {what} ({last})")
-        time.sleep(poll_s)
+def wait_quorum(inv: Inventory, timeout_s: float = 120.0) -> str:
+    """Wait until every standby streams from one primary with a sync standby; its name."""
+    return poll(
+        lambda _t: quorum_ok(inv),
+        timeout_s,
+        what="every standby streaming from one primary",
+        transient=lambda exc: True,
+    )
 
 
 def quorum_ok(inv: Inventory, expected_standbys: int | None = None) -> str | None:
@@ -333,20 +316,6 @@ def old_timeline_rows(inv: Inventory, host: str, since_id: int) -> set[int]:
     """Ids above SINCE_ID in HOST's ledger (used before a rewind, on a healed old primary)."""
     out = psql.psql(inv, host, f"SELECT id FROM orders WHERE id > {int(since_id)}", db="ledger")
     return {int(x) for x in out.split()}
-
-
-def check_backups(inv: Inventory) -> str:
-    """`pgbackrest check` from the repository host: archiving and backup both work."""
-    host = inv.group("backup")[0].name
-    for user in ("pgbackrest", "postgres"):
-        r = ssh.run(
-            inv, host, f"cd /tmp && sudo -n -u {user} pgbackrest --stanza=main check", timeout=120
-        )
-        if r.ok:
-            return f"pgbackrest check passed on {host} (as {user})"
-    raise FaultbookError(
-        f"pgbackrest check on {host} failed: {(r.stderr or r.stdout).strip()[-300:]}"
-    )
 
 
 def pick_target(state: pd.DataFrame, primary: str | None, target: str, mode: str) -> str | None:
@@ -381,7 +350,7 @@ def switchover_candidate(inv: Inventory, primary: str, wanted: str = "") -> str:
     rep = replication(inv, primary)
     ok = rep[(rep["state"] == "streaming") & rep["sync_state"].isin(["sync", "quorum"])]
     if wanted:
-        _db(inv, wanted)
+        inv.member(wanted, "db")
         if wanted not in set(ok["standby"]):
             raise PromotionRefused(f"{wanted} is not a streaming synchronous standby of {primary}")
         return wanted
@@ -398,23 +367,25 @@ def verify_write(inv: Inventory, primary: str, timeout_s: float = 60.0) -> int:
 
     s = http.session(inv)
     key = f"verify-{uuid.uuid4()}"
-    deadline = time.monotonic() + timeout_s
-    while True:
+    why = [""]
+
+    def attempt(request_timeout: float) -> requests.Response | None:
         try:
             r = s.post(
                 http.vip_url(inv, "/orders"),
                 json={"customer": "failover-verify", "amount_cents": 1},
                 headers={"Idempotency-Key": key},
-                timeout=15,
+                timeout=max(request_timeout, 15),
             )
-            if r.status_code in (200, 201):
-                break
-            why = f"HTTP {r.status_code}: {r.text.strip()[:120]}"
         except requests.RequestException as exc:
-            why = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() > deadline:
-            raise FaultbookError(f"no write through the VIP succeeded in {timeout_s:g}s ({why})")
-        time.sleep(0.5)
+            why[0] = f"{type(exc).__name__}: {exc}"
+            return None
+        if r.status_code in (200, 201):
+            return r
+        why[0] = f"HTTP {r.status_code}: {r.text.strip()[:120]}"
+        return None
+
+    r = poll(attempt, timeout_s, what="a write through the VIP", seen=lambda: why[0])
     oid = int(r.json()["id"])
     if not present_ids(inv, primary, [oid]):
         raise FaultbookError(f"order {oid} was acknowledged but is not on {primary}")

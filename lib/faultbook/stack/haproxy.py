@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,12 +31,14 @@ import requests
 
 from faultbook import ansible, secrets
 from faultbook.errors import (
+    ConditionTimeout,
     ConfigError,
     DrillAborted,
     FaultbookError,
     ParameterError,
 )
 from faultbook.inventory import Inventory
+from faultbook.poll import poll
 from faultbook.stack import http, monitoring
 
 log = logging.getLogger(__name__)
@@ -361,10 +362,12 @@ def wait_marked_down(
 ) -> BackendHealth | None:
     """Wait until HAProxy stats or Prometheus report HOST not UP; None if that never happened
     within TIMEOUT_S (e.g. systemd restarted the app before the health checks failed)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        health = failed_backends(inv, timeout=2.0)
-        if host in health:
-            return health
-        time.sleep(poll_s)
-    return None
+    try:
+        return poll(
+            lambda t: h if host in (h := failed_backends(inv, timeout=min(t, 2.0))) else None,
+            timeout_s,
+            what=f"HAProxy marking {host} down",
+            interval_s=poll_s,
+        )
+    except ConditionTimeout:
+        return None

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -36,8 +35,10 @@ from typing import Any
 import pandas as pd
 import requests
 
-from faultbook.errors import AlertTimeout, ConditionTimeout, ParameterError, PrometheusError
+from faultbook.errors import AlertTimeout, FaultbookError, ParameterError, PrometheusError
 from faultbook.inventory import Inventory
+from faultbook.poll import poll
+from faultbook.stack import http
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,6 @@ def _base(target: Inventory | str) -> str:
     if isinstance(target, str):
         return target.rstrip("/")
     return prometheus_url(target)
-
-
-def _session() -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False  # never through a proxy from the environment
-    return s
 
 
 def _one_line(text: object) -> str:
@@ -90,7 +85,7 @@ def api(
     url = _base(target) + path
     what = f"Prometheus query {expr!r}" if expr is not None else f"Prometheus {path}"
     try:
-        with _session() as s:
+        with http.session() as s:
             r = s.get(url, params=dict(params or {}), timeout=timeout)
     except requests.Timeout:
         raise PrometheusError(
@@ -256,35 +251,9 @@ def _matches(labels: Mapping[str, Any], match: Mapping[str, str] | None) -> bool
     return all(str(labels.get(k, "")) == str(v) for k, v in (match or {}).items())
 
 
-def _poll(
-    what: str,
-    attempt: Callable[[float], Any],
-    timeout_s: float,
-    poll_s: float,
-) -> tuple[bool, Any, str]:
-    """Call ``attempt(request_timeout)`` until it returns non-None or the deadline passes.
-
-    Returns (found, value, last transient error). Non-transient Prometheus
-    errors (a bad expression) propagate at once.
-    """
-    deadline = time.monotonic() + max(timeout_s, 0.0)
-    last_error = ""
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            value = attempt(max(0.5, min(5.0, remaining)))
-        except PrometheusError as exc:
-            if not exc.transient:
-                raise
-            last_error = str(exc)
-            log.debug("%s: %s (retrying)", what, exc)
-            value = None
-        if value is not None:
-            return True, value, last_error
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False, None, last_error
-        time.sleep(min(poll_s, remaining))
+def _transient(exc: FaultbookError) -> bool:
+    """Prometheus errors worth asking again (no answer, a 5xx), not a bad expression."""
+    return isinstance(exc, PrometheusError) and exc.transient
 
 
 def wait_for_alert(
@@ -307,11 +276,15 @@ def wait_for_alert(
                 return row
         return None
 
-    found, row, last_error = _poll(f"waiting for alert {name}", attempt, timeout_s, poll_s)
-    if not found:
-        where = f" with {dict(match)}" if match else ""
-        why = f"; last error: {last_error}" if last_error else ""
-        raise AlertTimeout(f"alert {name}{where} did not fire within {timeout_s:g} s{why}")
+    where = f" with {dict(match)}" if match else ""
+    row = poll(
+        attempt,
+        timeout_s,
+        what=f"alert {name}{where} firing",
+        interval_s=poll_s,
+        transient=_transient,
+        error=AlertTimeout,
+    )
     log.info("alert %s firing (active since %s)", name, row["active_at"])
     return row
 
@@ -335,17 +308,14 @@ def wait_until(
         last[:] = [df]
         return df if predicate(df) else None
 
-    found, df, last_error = _poll(f"waiting on {expr!r}", attempt, timeout_s, poll_s)
-    if not found:
-        seen = (
-            f"; last result: {_one_line(_describe(last[0]))}"
-            if last
-            else f"; last error: {last_error}"
-            if last_error
-            else ""
-        )
-        raise ConditionTimeout(f"condition on {expr!r} not met within {timeout_s:g} s{seen}")
-    return df
+    return poll(
+        attempt,
+        timeout_s,
+        what=f"condition on {expr!r}",
+        interval_s=poll_s,
+        transient=_transient,
+        seen=lambda: _one_line(_describe(last[0])) if last else "",
+    )
 
 
 def _describe(df: pd.DataFrame) -> str:

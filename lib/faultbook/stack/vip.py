@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import shlex
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from faultbook.errors import (
     WebTierError,
 )
 from faultbook.inventory import Inventory
+from faultbook.poll import poll
 from faultbook.stack import http
 from faultbook.stack.haproxy import _stats_url
 
@@ -275,18 +275,15 @@ def pick_lb(
 
 def wait_vip_moved(inv: Inventory, old: str, timeout_s: float, poll_s: float = 0.2) -> str:
     """Wait until another lb than OLD holds the VIP; return its name."""
-    deadline = time.monotonic() + timeout_s
-    seen: str | None = None
     others = [lb for lb in _lb_hosts(inv) if lb != old]
-    while time.monotonic() < deadline:
-        try:
-            seen = vip_holder(inv, timeout=2.0, among=others)
-        except WebTierError:
-            seen = None  # two holders for a moment: keep waiting for one
-        if seen is not None and seen != old:
-            return seen
-        time.sleep(poll_s)
-    raise WebTierError(f"the VIP did not leave {old} within {timeout_s:g}s (holder: {seen})")
+    return poll(
+        lambda t: vip_holder(inv, timeout=min(t, 2.0), among=others),
+        timeout_s,
+        what=f"the VIP leaving {old}",
+        interval_s=poll_s,
+        transient=lambda exc: isinstance(exc, WebTierError),  # two holders for a moment
+        error=WebTierError,
+    )
 
 
 def require_healthy(lbs: pd.DataFrame, lb: str) -> None:
