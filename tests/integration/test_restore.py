@@ -74,9 +74,7 @@ def test_pitr_drill_to_a_time_restores_exactly_the_acknowledged_writes(
 def test_recover_from_bad_change_gets_every_deleted_row_back_and_keeps_later_writes(
     inv: inv_mod.Inventory, tmp_path: Path
 ) -> None:
-    code, doc = run_br(
-        tmp_path, mode="recover-from-bad-change", drill=True, confirm=True, duration_s=20.0
-    )
+    code, doc = run_br(tmp_path, mode="recover-from-bad-change", drill=True, duration_s=20.0)
     passed(code, doc)
     assert "(from the WAL: xid" in step(doc, "find T")["detail"]
     prove = step(doc, "prove")["detail"]

@@ -59,6 +59,15 @@ def _rows(csv_text: str) -> pd.DataFrame:
     return df
 
 
+def ledger_summary(inv: Inventory, host: str, db: str = "ledger") -> tuple[int, str]:
+    """How many orders ``host`` holds and when the newest was created ("" when none)."""
+    out = psql.psql(
+        inv, host, "SELECT count(*), coalesce(max(created_at)::text, '') FROM orders", db=db
+    )
+    count, _, newest = out.partition("|")
+    return int(count), newest
+
+
 def production_ids(inv: Inventory, primary: str, db: str = "ledger") -> set[int]:
     out = psql.psql(inv, primary, "SELECT id FROM orders", db=db, timeout=300)
     return {int(x) for x in out.split()}

@@ -68,6 +68,10 @@ class RestoreRun:
     delta: bool
     log_lines: tuple[str, ...] = field(default=(), repr=False)
 
+    def recovery_log(self) -> str:
+        """PostgreSQL's recovery lines of the restore (where replay stopped and why)."""
+        return "\n".join("   " + line.split("LOG:", 1)[-1].strip() for line in self.log_lines)
+
     @property
     def throughput(self) -> float:
         """Bytes per second of the pgbackrest restore step."""
@@ -190,7 +194,7 @@ def _seg_key(name: str) -> tuple[int, int]:
     return s.timeline, s.number()
 
 
-class scratch:  # noqa: N801 - used as a context manager: ``with restore.scratch(inv, host):``
+class scratch:
     """Wipe the scratch host if the block fails, so a failed step leaves no copy behind."""
 
     def __init__(self, inv: Inventory, host: str) -> None:

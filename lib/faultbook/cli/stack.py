@@ -83,10 +83,7 @@ def db_promote(host: str | None, old: str, force: bool, inventory: str) -> None:
     from faultbook.stack import failover
 
     inv = load_inventory(inventory)
-    others = [h.name for h in inv.group("db") if h.name != old]
-    cand = failover.choose_candidate(
-        failover.cluster_state(inv, hosts=others), old, failover.sync_quorum(inv), force
-    )
+    cand = failover.choose_for(inv, old, force)
     click.echo(cand.reason)
     target = host or cand.host
     if host and host != cand.host and not force:

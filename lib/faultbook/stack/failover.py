@@ -222,6 +222,13 @@ def choose_candidate(
     return Candidate(str(best["host"]), str(best["receive_lsn"]), proven, reason)
 
 
+def choose_for(inv: Inventory, old: str, force: bool = False) -> Candidate:
+    """The standby to promote in place of OLD: every other db host's state, the quorum,
+    and ``choose_candidate``'s proof (PromotionRefused when there is none)."""
+    others = [h.name for h in inv.group("db") if h.name != old]
+    return choose_candidate(cluster_state(inv, hosts=others), old, sync_quorum(inv), force)
+
+
 def fence(inv: Inventory, host: str) -> str:
     """Make sure HOST cannot acknowledge another write. Returns what was done."""
     inv.member(host, "db")

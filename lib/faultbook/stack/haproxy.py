@@ -336,15 +336,17 @@ def recover(inv: Inventory, host: str, force_restart: bool = False) -> ansible.P
 def pick_target(health: BackendHealth, target: str, mode: str, inv: Inventory) -> str | None:
     """The web host this run deals with, or None when there is nothing to do.
 
-    drill: TARGET (a web host). incident: TARGET, or the one failed backend server.
+    drill: TARGET, or (empty) the first web host of the inventory. incident: TARGET,
+    or the one failed backend server.
     """
     if target:
         inv.member(target, "web")
     if mode == "drill":
-        if not target:
-            raise ParameterError("a web-node drill needs target: the web host to fail")
         if health.failed:
             raise DrillAborted(f"a drill needs every web node UP first; {health.summary()}")
+        if not target:
+            target = inv.group("web")[0].name
+            log.info("no target given: the drill fails %s, the first web host", target)
         return target
     if target:
         return target

@@ -7,8 +7,9 @@ from typing import Any
 
 import pandas as pd
 
+from faultbook import inventory as inventory_mod
 from faultbook import ssh
-from faultbook.errors import FaultbookError, SSHError
+from faultbook.errors import FaultbookError, ParameterError, SSHError
 from faultbook.inventory import Inventory
 from faultbook.results import Run
 
@@ -56,6 +57,33 @@ def parse_probe(text: str) -> dict[str, object]:
         "mem_used_pct": 100.0 * (1 - mem_avail / mem_total) if mem_total else float("nan"),
         "disk_used_pct": 100.0 * float(used) / float(size) if float(size) else float("nan"),
     }
+
+
+MODES = ("incident", "drill")
+
+
+def begin(inventory: str, timeout_s: float, mode: str) -> tuple[Run, Inventory]:
+    """Check the health check's parameters (one-line ParameterError), load the inventory
+    and start the run's record."""
+    if mode not in MODES:
+        raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 < timeout_s <= 300
+    ):
+        raise ParameterError(
+            f"timeout_s must be a number of seconds in (0, 300], got {timeout_s!r}"
+        )
+    inv = inventory_mod.load(inventory)
+    run = Run.start("health-check", mode, {"inventory": inventory, "timeout_s": timeout_s})
+    return run, inv
+
+
+def describe(inv: Inventory) -> str:
+    """One line: the inventory's file, its number of hosts and its groups."""
+    groups = ", ".join(sorted(g for g in inv.groups if g != "all"))
+    return f"inventory {inv.path}: {len(inv.hosts)} hosts in groups {groups}"
 
 
 def collect(inv: Inventory, timeout_s: float = 10.0) -> pd.DataFrame:

@@ -40,6 +40,11 @@ def psql(inv: Inventory, host: str, sql: str, db: str = "postgres", timeout: flo
     return r.stdout.strip()
 
 
+def current_lsn(inv: Inventory, host: str) -> str:
+    """The primary's current WAL write position, as PostgreSQL prints it."""
+    return psql(inv, host, "SELECT pg_current_wal_lsn()")
+
+
 def primary(inv: Inventory) -> str:
     """The db host that is not in recovery; raise unless there is exactly one."""
     found = []
