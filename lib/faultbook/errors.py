@@ -36,6 +36,18 @@ class RunbookNotFound(UsageError):
     """No runbook with that name."""
 
 
+class ParseError(FaultbookError, ValueError):
+    """Text that does not parse as what it should be (an LSN, a WAL name, a probe's output).
+
+    Also a ValueError, so a parser's caller may treat it as one; callers that parse
+    what a person typed turn it into a usage error naming the parameter.
+    """
+
+
+class BenchError(FaultbookError):
+    """A benchmark could not run, or what it measured is wrong (e.g. a restore that differs)."""
+
+
 class LabError(FaultbookError):
     """The lab could not be brought to the requested state."""
 
@@ -82,6 +94,11 @@ class AlertTimeout(DrillAborted):
 class ConditionTimeout(DrillAborted):
     """A condition (a Prometheus expression, a cluster state, a host coming back) was not
     met in time; raised by ``faultbook.poll.poll``."""
+
+
+class PreflightFailed(DrillAborted):
+    """What a drill's procedure depends on is broken (monitoring, its alert rule, a host,
+    the backups): it stops before any fault or load, with the reason."""
 
 
 class FaultError(DrillAborted):

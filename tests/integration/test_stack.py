@@ -146,11 +146,13 @@ def test_every_prometheus_target_is_up(stacked: Lab) -> None:
             for _ in [0]
         ]
         total = monitoring.raw_query(stacked.inv, "count(up)")
-        if not down or time.monotonic() > deadline:
+        n = int(float(total[0]["value"][1])) if total else 0
+        # Wait for what is asserted: nothing down AND every host's targets discovered.
+        if (not down and n >= len(stacked.inv.hosts)) or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert not down, f"targets down: {down}"
-    assert int(float(total[0]["value"][1])) >= len(stacked.inv.hosts)
+    assert n >= len(stacked.inv.hosts), f"only {n} targets for {len(stacked.inv.hosts)} hosts"
 
 
 def test_no_alert_fires_on_a_healthy_stack(stacked: Lab) -> None:

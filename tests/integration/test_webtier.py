@@ -134,10 +134,12 @@ def test_a_drained_server_gets_no_new_request_from_either_backend(
         assert delta.sum() >= 40, delta
 
         # Both sources see it out of rotation; a second drain changes nothing.
+        # Wait for what is asserted below: every lb's series, not only the first one scraped.
+        drained = dict.fromkeys(LBS, "DRAIN")
         wait_for(
-            lambda: TARGET in haproxy.failed_backends(inv).prometheus,
+            lambda: haproxy.failed_backends(inv).prometheus.get(TARGET) == drained,
             30,
-            f"Prometheus did not report {TARGET} out of rotation",
+            f"Prometheus did not report {TARGET} drained on every lb",
         )
         fb = haproxy.failed_backends(inv)
         assert list(fb) == [TARGET]

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from faultbook.errors import ParseError
 from faultbook.stack.psql import parse_lsn
 
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024
@@ -36,10 +37,10 @@ class WalSegment:
     @classmethod
     def parse(cls, name: str, segment_size: int = WAL_SEGMENT_SIZE) -> WalSegment:
         if not re.fullmatch(r"[0-9A-Fa-f]{24}", name):
-            raise ValueError(f"{name!r} is not a WAL segment name (24 hexadecimal digits)")
+            raise ParseError(f"{name!r} is not a WAL segment name (24 hexadecimal digits)")
         seg = cls(int(name[:8], 16), int(name[8:16], 16), int(name[16:], 16))
         if seg.seg >= segments_per_log(segment_size):
-            raise ValueError(
+            raise ParseError(
                 f"{name!r}: segment {seg.seg:X} is beyond the last one of a log id "
                 f"({segments_per_log(segment_size) - 1:X} with {segment_size >> 20} MiB segments)"
             )
@@ -67,7 +68,7 @@ class WalSegment:
 def segments_per_log(segment_size: int = WAL_SEGMENT_SIZE) -> int:
     """Segments in one log id: 0x100 with 16 MiB segments (00..FF), 0x40 with 64 MiB."""
     if segment_size <= 0 or segment_size & (segment_size - 1) or segment_size > 1 << 30:
-        raise ValueError(f"WAL segment size {segment_size} is not a power of two up to 1 GiB")
+        raise ParseError(f"WAL segment size {segment_size} is not a power of two up to 1 GiB")
     return 0x1_0000_0000 // segment_size
 
 
@@ -106,7 +107,7 @@ def parse_history(text: str) -> list[HistoryEntry]:
             continue
         parts = line.split(None, 2)
         if len(parts) < 2:
-            raise ValueError(f"history line {line!r}: expected 'timeline<TAB>lsn<TAB>reason'")
+            raise ParseError(f"history line {line!r}: expected 'timeline<TAB>lsn<TAB>reason'")
         entries.append(HistoryEntry(int(parts[0]), parse_lsn(parts[1]), (parts[2:] or [""])[0]))
     return entries
 

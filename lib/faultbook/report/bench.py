@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from faultbook.backup import repository, restore, targets
+from faultbook.errors import BenchError, FaultbookError
 from faultbook.lab import net
 from faultbook.lab.lab import Lab
 from faultbook.report import seeding
@@ -48,7 +49,7 @@ def _timed(args: list[str], env: dict[str, str]) -> float:
     )
     dt = time.monotonic() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"`faultbook {' '.join(args)}` failed: {proc.stderr.strip()}")
+        raise BenchError(f"`faultbook {' '.join(args)}` failed: {proc.stderr.strip()}")
     return dt
 
 
@@ -65,7 +66,7 @@ def machine() -> dict[str, Any]:
 
 def bench_lab(runs: int, cold: bool) -> dict[str, Any]:
     if net.link_exists(Lab().bridge):
-        raise SystemExit("the lab is up; run `faultbook lab down` before benchmarking it")
+        raise BenchError("the lab is up; run `faultbook lab down` before benchmarking it")
     env = dict(os.environ)
     out: dict[str, Any] = {"machine": machine(), "hosts": len(Lab().inv.hosts)}
     if cold:
@@ -100,7 +101,7 @@ def bench_provision(runs: int) -> dict[str, Any]:
         r = ansible.run_playbook("site.yml", lab.inv)
         reruns.append(r.duration_s)
         if r.changed:
-            raise SystemExit(f"re-run changed {r.changed} things: not idempotent")
+            raise BenchError(f"re-run changed {r.changed} things: not idempotent")
     return {
         "machine": machine(),
         "fresh_provision_s": round(first.duration_s, 1),
@@ -300,7 +301,7 @@ def bench_restore(seed_mib: float, runs: int, matrix: bool) -> dict[str, Any]:
         }
         print(json.dumps(row), flush=True)
         if not row["verified"]:
-            raise SystemExit(f"restored data differ from the primary: {got} != {want}")
+            raise BenchError(f"restored data differ from the primary: {got} != {want}")
         return row
 
     configs = [("zst", [1, 2, 4]), ("lz4", [2]), ("none", [2])] if matrix else []
@@ -337,7 +338,7 @@ def _step_s(step: dict[str, Any]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m faultbook.bench")
+    ap = argparse.ArgumentParser(prog="python -m faultbook.report.bench")
     sub = ap.add_subparsers(dest="what", required=True)
     lab = sub.add_parser("lab", help="lab up (cold and warm) and lab down")
     lab.add_argument("--runs", type=int, default=5)
@@ -356,6 +357,16 @@ def main(argv: list[str] | None = None) -> int:
     rest.add_argument("--no-matrix", dest="matrix", action="store_false")
     rest.add_argument("--out", type=Path, default=Path("reports/bench"))
     a = ap.parse_args(argv)
+    try:
+        result = _bench(a)
+    except FaultbookError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _bench(a: argparse.Namespace) -> dict[str, Any]:
     if a.what == "restore":
         result = bench_restore(a.seed_mib, a.runs, a.matrix)
         a.out.mkdir(parents=True, exist_ok=True)
@@ -370,8 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_provision(a.runs)
     else:
         result = bench_vip(a.seconds)
-    print(json.dumps(result, indent=2))
-    return 0
+    return result
 
 
 if __name__ == "__main__":

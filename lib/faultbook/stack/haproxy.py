@@ -36,6 +36,7 @@ from faultbook.errors import (
     DrillAborted,
     FaultbookError,
     ParameterError,
+    ParseError,
 )
 from faultbook.inventory import Inventory
 from faultbook.poll import poll
@@ -87,7 +88,7 @@ def parse_stats_csv(text: str, lb: str) -> list[dict[str, Any]]:
     """Server rows (not FRONTEND/BACKEND) of HAProxy's ``show stat`` CSV, in SERVER_COLUMNS."""
     body = text.lstrip()
     if not body.startswith("# pxname,"):
-        raise ValueError("not HAProxy stats CSV (no '# pxname,' header)")
+        raise ParseError("not HAProxy stats CSV (no '# pxname,' header)")
     rows = []
     for r in csv.DictReader(io.StringIO(body[2:])):
         if r.get("svname") in ("FRONTEND", "BACKEND", None):

@@ -7,7 +7,7 @@ import re
 import shlex
 
 from faultbook import ssh
-from faultbook.errors import FaultbookError, SSHError, StackError
+from faultbook.errors import FaultbookError, ParseError, SSHError, StackError
 from faultbook.inventory import Inventory
 
 _LSN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
@@ -18,7 +18,7 @@ def parse_lsn(value: str) -> int:
     that parse what a person typed turn it into a one-line usage error)."""
     text = str(value).strip()
     if not _LSN.fullmatch(text):
-        raise ValueError(f"{value!r} is not an LSN (expected hex 'X/Y', e.g. 0/3000060)")
+        raise ParseError(f"{value!r} is not an LSN (expected hex 'X/Y', e.g. 0/3000060)")
     hi, lo = text.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)
 

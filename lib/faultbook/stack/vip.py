@@ -27,6 +27,7 @@ from faultbook.errors import (
     FaultbookError,
     InventoryError,
     ParameterError,
+    ParseError,
     WebTierError,
 )
 from faultbook.inventory import Inventory
@@ -163,7 +164,7 @@ def parse_lb_probe(text: str, lb: str, vip: str) -> dict[str, Any]:
     """The fields of LB_PROBE's output: haproxy, keepalived, holds_vip, vrrp_state."""
     parts = [p.strip() for p in text.split(_MARK)]
     if len(parts) != 4:
-        raise ValueError(f"{lb}: unexpected probe output ({len(parts)} sections, expected 4)")
+        raise ParseError(f"{lb}: unexpected probe output ({len(parts)} sections, expected 4)")
     haproxy_state, keepalived_state, addrs, journal = parts
     last = parse_vrrp_journal(journal, lb)
     vrrp = last[-1].state if last else "unknown"

@@ -387,13 +387,21 @@ def call_with_retry(
 # PostgreSQL store (psycopg 3)
 # --------------------------------------------------------------------------
 
-ORDER_COLUMNS = "id, idempotency_key, customer, amount_cents, created_at"
+# Whole literals, values only through placeholders (nothing is pasted into SQL).
+# Each returns the columns Order is built from, in this order.
+ORDER_COLUMNS = ("id", "idempotency_key", "customer", "amount_cents", "created_at")
 INSERT_SQL = (
     "INSERT INTO orders (idempotency_key, customer, amount_cents) VALUES (%s, %s, %s) "
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING " + ORDER_COLUMNS
+    "ON CONFLICT (idempotency_key) DO NOTHING "
+    "RETURNING id, idempotency_key, customer, amount_cents, created_at"
 )
-SELECT_BY_KEY_SQL = "SELECT " + ORDER_COLUMNS + " FROM orders WHERE idempotency_key = %s"
-SELECT_BY_ID_SQL = "SELECT " + ORDER_COLUMNS + " FROM orders WHERE id = %s"
+SELECT_BY_KEY_SQL = (
+    "SELECT id, idempotency_key, customer, amount_cents, created_at "
+    "FROM orders WHERE idempotency_key = %s"
+)
+SELECT_BY_ID_SQL = (
+    "SELECT id, idempotency_key, customer, amount_cents, created_at FROM orders WHERE id = %s"
+)
 # SQLSTATEs worth a reconnect that psycopg does not class as OperationalError:
 # 25006 read_only_sql_transaction (the session landed on a standby).
 RECONNECT_SQLSTATES = frozenset({"25006"})
@@ -721,7 +729,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
-        log.exception("unhandled error: %s", exc)
+        log.error("unhandled error: %s", exc, exc_info=exc)
         return render(Reply(500, {"error": "internal_error", "message": "internal error"}))
 
     @app.post("/orders")

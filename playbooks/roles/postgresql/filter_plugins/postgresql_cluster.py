@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Decide who is primary and what each db host needs, from read-only probes.
 
 The postgresql role probes every db host (files in PGDATA, pg_controldata,
@@ -24,11 +23,15 @@ Actions in the plan:
 ``skip``   the host did not answer over SSH: nothing can be done there.
 """
 
-from __future__ import absolute_import, division, print_function
+from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-__metaclass__ = type
+# One host's facts (see postgresql_cluster_probes); a registered task result.
+Facts = dict[str, Any]
+Result = Mapping[str, Any]
 
 _CONTROLDATA_FIELDS = {
     "sysid": r"^Database system identifier:\s*(\d+)\s*$",
@@ -42,8 +45,8 @@ class PlanError(Exception):
     """The probes describe a cluster the role must not touch on its own."""
 
 
-def _parse_controldata(text):
-    facts = {}
+def _parse_controldata(text: str | None) -> Facts:
+    facts: Facts = {}
     for key, pattern in _CONTROLDATA_FIELDS.items():
         match = re.search(pattern, text or "", re.MULTILINE)
         facts[key] = match.group(1) if match else None
@@ -53,9 +56,9 @@ def _parse_controldata(text):
     return facts
 
 
-def _by_host(results):
+def _by_host(results: Iterable[Result] | None) -> dict[str, Result]:
     """Index a registered loop result by the host the item was delegated to."""
-    indexed = {}
+    indexed: dict[str, Result] = {}
     for result in results or []:
         item = result.get("item")
         host = item.get("item") if isinstance(item, dict) else item
@@ -64,10 +67,10 @@ def _by_host(results):
     return indexed
 
 
-def _facts(files, controldata, sql, marker):
-    reachable = bool(files) and not files.get("unreachable", False) and not files.get("failed", False)
+def _facts(files: Result, controldata: Result | None, sql: Result | None, marker: str) -> Facts:
+    reachable = bool(files) and not files.get("unreachable") and not files.get("failed")
     names = {f["path"].rsplit("/", 1)[-1] for f in files.get("files", [])} if reachable else set()
-    facts = {
+    facts: Facts = {
         "reachable": reachable,
         "has_cluster": "PG_VERSION" in names,
         "member": marker in names,
@@ -83,7 +86,13 @@ def _facts(files, controldata, sql, marker):
     return facts
 
 
-def postgresql_cluster_probes(hostvars, db_hosts, active_hosts, others, marker):
+def postgresql_cluster_probes(
+    hostvars: Mapping[str, Mapping[str, Any]],
+    db_hosts: Iterable[str],
+    active_hosts: Iterable[str],
+    others: Mapping[str, Result],
+    marker: str,
+) -> dict[str, Facts]:
     """Fold the probe results into ``{host: facts}`` for every db host.
 
     A host of this run probed itself (registered postgresql_probe_files,
@@ -94,10 +103,13 @@ def postgresql_cluster_probes(hostvars, db_hosts, active_hosts, others, marker):
     facts: reachable, has_cluster, member (the faultbook marker is in PGDATA),
     standby_signal, running, in_recovery, sysid, state, checksums, timeline.
     """
-    delegated = [_by_host(others.get(k, {}).get("results")) for k in ("files", "controldata", "sql")]
-    probes = {}
+    files, controldata, sql = (
+        _by_host(others.get(k, {}).get("results")) for k in ("files", "controldata", "sql")
+    )
+    active = set(active_hosts)
+    probes: dict[str, Facts] = {}
     for host in db_hosts:
-        if host in active_hosts:
+        if host in active:
             hv = hostvars[host]
             probes[host] = _facts(
                 hv.get("postgresql_probe_files") or {},
@@ -105,21 +117,23 @@ def postgresql_cluster_probes(hostvars, db_hosts, active_hosts, others, marker):
                 hv.get("postgresql_probe_sql"),
                 marker,
             )
-        elif host in delegated[0]:
-            probes[host] = _facts(delegated[0][host], delegated[1].get(host), delegated[2].get(host), marker)
+        elif host in files:
+            probes[host] = _facts(files[host], controldata.get(host), sql.get(host), marker)
         else:
             probes[host] = _facts({}, None, None, marker)
     return probes
 
 
-def _choose_primary(probes, initial_primary):
+def _choose_primary(probes: Mapping[str, Facts], initial_primary: str) -> tuple[str, bool]:
     members = [h for h, p in probes.items() if p["reachable"] and p["member"]]
-    running_primaries = sorted(h for h in members if probes[h]["running"] and not probes[h]["in_recovery"])
+    running_primaries = sorted(
+        h for h in members if probes[h]["running"] and not probes[h]["in_recovery"]
+    )
     if len(running_primaries) > 1:
-        detail = ", ".join("%s (timeline %s)" % (h, probes[h]["timeline"]) for h in running_primaries)
+        detail = ", ".join(f"{h} (timeline {probes[h]['timeline']})" for h in running_primaries)
         raise PlanError(
-            "split brain: more than one primary is running: %s. Demote all but one "
-            "(db_rejoin) before provisioning again; the role will not choose." % detail
+            f"split brain: more than one primary is running: {detail}. Demote all but one "
+            "(db_rejoin) before provisioning again; the role will not choose."
         )
     if running_primaries:
         return running_primaries[0], False
@@ -131,24 +145,23 @@ def _choose_primary(probes, initial_primary):
         return stopped_primaries[0], False
     if len(stopped_primaries) > 1:
         raise PlanError(
-            "no primary is running and several stopped hosts would start as one: %s. "
+            "no primary is running and several stopped hosts would start as one: "
+            f"{', '.join(stopped_primaries)}. "
             "Start the right one by hand (or promote a standby) and run again."
-            % ", ".join(stopped_primaries)
         )
     if members:
         raise PlanError(
-            "the cluster exists (members: %s) but no primary is running and every "
-            "member is a standby. Promote one (db_promote) and run again."
-            % ", ".join(sorted(members))
+            f"the cluster exists (members: {', '.join(sorted(members))}) but no primary is "
+            "running and every member is a standby. Promote one (db_promote) and run again."
         )
     if initial_primary not in probes or not probes[initial_primary]["reachable"]:
         raise PlanError(
-            "fresh cluster, but the initial primary %s is not reachable" % initial_primary
+            f"fresh cluster, but the initial primary {initial_primary} is not reachable"
         )
     return initial_primary, True
 
 
-def _standby_action(probe, primary_probe, rebuild_diverged, host):
+def _standby_action(probe: Facts, primary_probe: Facts, rebuild_diverged: bool, host: str) -> str:
     if not probe["reachable"]:
         return "skip"
     follows = (
@@ -161,13 +174,15 @@ def _standby_action(probe, primary_probe, rebuild_diverged, host):
         return "keep" if probe["running"] else "start"
     if probe["member"] and not rebuild_diverged:
         raise PlanError(
-            "%s holds data of this cluster but is not a standby of the primary; "
-            "postgresql_rebuild_diverged is false, so rejoin it (pg_rewind) first" % host
+            f"{host} holds data of this cluster but is not a standby of the primary; "
+            "postgresql_rebuild_diverged is false, so rejoin it (pg_rewind) first"
         )
     return "build"
 
 
-def postgresql_cluster_plan(probes, initial_primary, rebuild_diverged=True):
+def postgresql_cluster_plan(
+    probes: Mapping[str, Facts], initial_primary: str, rebuild_diverged: bool = True
+) -> dict[str, Any]:
     """Return ``{primary, fresh, error, hosts: {host: {role, action}}, standbys}``.
 
     On a situation the role must not resolve alone, ``error`` holds the
@@ -175,13 +190,10 @@ def postgresql_cluster_plan(probes, initial_primary, rebuild_diverged=True):
     """
     try:
         primary, fresh = _choose_primary(probes, initial_primary)
-        hosts = {}
+        hosts: dict[str, dict[str, str]] = {}
         for host, probe in sorted(probes.items()):
             if host == primary:
-                if fresh:
-                    action = "adopt"
-                else:
-                    action = "keep" if probe["running"] else "start"
+                action = "adopt" if fresh else "keep" if probe["running"] else "start"
                 hosts[host] = {"role": "primary", "action": action}
             else:
                 hosts[host] = {
@@ -190,14 +202,16 @@ def postgresql_cluster_plan(probes, initial_primary, rebuild_diverged=True):
                 }
     except PlanError as exc:
         return {"primary": "", "fresh": False, "error": str(exc), "hosts": {}, "standbys": []}
-    standbys = sorted(h for h, p in hosts.items() if p["role"] == "standby" and p["action"] != "skip")
+    standbys = sorted(
+        h for h, p in hosts.items() if p["role"] == "standby" and p["action"] != "skip"
+    )
     return {"primary": primary, "fresh": fresh, "error": "", "hosts": hosts, "standbys": standbys}
 
 
-class FilterModule(object):
+class FilterModule:
     """Filters of the faultbook postgresql role."""
 
-    def filters(self):
+    def filters(self) -> dict[str, Callable[..., Any]]:
         return {
             "postgresql_cluster_probes": postgresql_cluster_probes,
             "postgresql_cluster_plan": postgresql_cluster_plan,
