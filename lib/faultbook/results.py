@@ -1,41 +1,44 @@
-"""result.json: one schema for every runbook (see DESIGN.md), and the recorder notebooks use.
+"""result.json: one schema for every runbook, and the recorder notebooks use.
 
 A runbook creates a ``Run``, wraps each step in ``with run.step(name):``,
 sets metrics and objectives, then ``run.finish()`` computes the verdict and
 ``run.save(dir)`` writes result.json. Secrets in parameters are redacted.
+
+The schema is a JSON Schema (draft 2020-12) shipped in the package,
+``faultbook/schema/result.schema.json``; :func:`validate` checks a document
+against it with ``jsonschema`` and says what is wrong, one line per problem.
+Every document carries ``schema_version`` (:data:`SCHEMA_VERSION`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import jsonschema
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+
+SCHEMA_VERSION = 1
+"""The ``schema_version`` every result.json carries (the schema's ``const``)."""
+SCHEMA_RESOURCE = ("faultbook.schema", "result.schema.json")
 
 MODES = ("drill", "incident")
 STEP_STATUSES = ("ok", "failed", "skipped")
 SECRET_NAME = re.compile(r"pass(word|phrase)?|secret|token|key$|credential", re.I)
 REDACTED = "***"
 
-TOP_KEYS: dict[str, type | tuple[type, ...]] = {
-    "runbook": str,
-    "mode": str,
-    "started_at": str,
-    "finished_at": str,
-    "parameters": dict,
-    "steps": list,
-    "fault": (dict, type(None)),
-    "detected_at": (str, type(None)),
-    "recovered_at": (str, type(None)),
-    "metrics": dict,
-    "objectives": dict,
-    "verdict": str,
-}
+# Every result's metrics have these keys (the schema's metrics.required says the same).
 BASE_METRICS = (
     "rto_s",
     "lost_writes",
@@ -45,6 +48,8 @@ BASE_METRICS = (
     "p50_ms",
     "p99_ms",
 )
+# Optional top-level keys: written only when set.
+OPTIONAL_KEYS = ("rollback", "confirmations", "preflight")
 
 
 def utcnow() -> str:
@@ -84,6 +89,11 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(BASE_METRICS))
     objectives: dict[str, float] = field(default_factory=dict)
     verdict: str | None = None
+    # {"faults": [{kind, target, outcome, detail, at}], "steady_state": {ok, detail}}
+    rollback: dict[str, Any] | None = None
+    confirmations: list[dict[str, Any]] = field(default_factory=list)
+    preflight: dict[str, Any] | None = None
+    schema_version: int = field(default=SCHEMA_VERSION, init=False)
 
     @classmethod
     def start(cls, runbook: str, mode: str, parameters: Mapping[str, Any]) -> Run:
@@ -125,9 +135,13 @@ class Run:
         return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
+        """The result.json document: schema_version first, optional keys only when set."""
         d = asdict(self)
         d["metrics"] = {k: _jsonable(v) for k, v in self.metrics.items()}
-        return d
+        for k in OPTIONAL_KEYS:
+            if d[k] is None or d[k] == []:
+                del d[k]
+        return {"schema_version": d.pop("schema_version"), **d}
 
     def save(self, directory: str | Path | None) -> Path | None:
         """Write result.json into ``directory`` (no-op when it is empty/None)."""
@@ -170,48 +184,103 @@ def evaluate_objectives(
     return out
 
 
+def schema() -> dict[str, Any]:
+    """The result.json JSON Schema, as shipped in the package (a copy)."""
+    return copy.deepcopy(_load_schema())
+
+
+@functools.cache
+def _load_schema() -> dict[str, Any]:
+    package, name = SCHEMA_RESOURCE
+    doc: dict[str, Any] = json.loads(resources.files(package).joinpath(name).read_text("utf-8"))
+    return doc
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_utc(s: object) -> bool:
+    """A timestamp with a zero UTC offset (the schema's pattern asks for the Z form)."""
+    if not isinstance(s, str):
+        return True  # "type" says what is wrong with it
+    offset = datetime.fromisoformat(s.replace("Z", "+00:00")).utcoffset()
+    return offset is not None and offset.total_seconds() == 0
+
+
+@functools.cache
+def _validator() -> Validator:
+    doc = _load_schema()
+    cls = validator_for(doc)
+    cls.check_schema(doc)
+    return cls(doc, format_checker=_FORMATS)
+
+
 def validate(doc: Mapping[str, Any]) -> list[str]:
-    """Return the ways ``doc`` departs from the result.json schema (empty when it conforms)."""
-    problems = []
-    for key, typ in TOP_KEYS.items():
-        if key not in doc:
-            problems.append(f"missing key {key!r}")
-        elif not isinstance(doc[key], typ):
-            problems.append(f"{key!r} has type {type(doc[key]).__name__}")
-    if problems:
-        return problems
-    if doc["mode"] not in MODES:
-        problems.append(f"mode {doc['mode']!r} is not one of {MODES}")
-    if doc["verdict"] not in ("pass", "fail"):
-        problems.append(f"verdict {doc['verdict']!r} is not pass or fail")
-    for key in ("started_at", "finished_at", "detected_at", "recovered_at"):
-        if doc.get(key) is not None and not _is_utc(doc[key]):
-            problems.append(f"{key} {doc[key]!r} is not ISO 8601 UTC")
-    for i, s in enumerate(doc["steps"]):
-        for k in ("name", "started_at", "finished_at", "status", "detail"):
-            if k not in s:
-                problems.append(f"steps[{i}] lacks {k!r}")
-        if s.get("status") not in STEP_STATUSES:
-            problems.append(f"steps[{i}].status {s.get('status')!r} is not one of {STEP_STATUSES}")
-    if doc["fault"] is not None:
-        for k in ("kind", "target", "injected_at", "reverted_at"):
-            if k not in doc["fault"]:
-                problems.append(f"fault lacks {k!r}")
-    for k in BASE_METRICS:
-        if k not in doc["metrics"]:
-            problems.append(f"metrics lacks {k!r}")
-    for k, v in doc["parameters"].items():
-        if SECRET_NAME.search(k) and v != REDACTED:
-            problems.append(f"parameter {k!r} looks secret but is not redacted")
-    return problems
+    """Return the ways ``doc`` departs from the result.json schema (empty when it conforms).
+
+    One line per problem, each naming the field first (``steps[0].status``, ``metrics``, ...).
+    """
+    errors = sorted(
+        _validator().iter_errors(doc), key=lambda e: ([str(p) for p in e.path], e.message)
+    )
+    return list(dict.fromkeys(_problem(e) for e in errors))  # pattern and format may agree
 
 
-def _is_utc(s: str) -> bool:
-    try:
-        ts = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return ts.utcoffset() is not None and ts.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+def _where(path: Iterable[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _keys(names: list[str]) -> str:
+    return "key" if len(names) == 1 else "keys"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _problem(e: jsonschema.ValidationError) -> str:
+    """One line for one schema violation, naming the field first."""
+    where = _where(e.path)
+    field_ = where or "document"
+    value, kind = e.instance, e.validator
+    rule: Any = e.validator_value
+    schema = e.schema if isinstance(e.schema, dict) else {}
+    if kind == "required":
+        missing = [k for k in rule if isinstance(value, dict) and k not in value]
+        names = ", ".join(repr(k) for k in missing) or e.message
+        return f"{where} lacks {names}" if where else f"missing {_keys(missing)} {names}"
+    if kind in ("pattern", "format") and schema.get("format") == "date-time":
+        return f"{where} {_short(value)} is not ISO 8601 UTC (YYYY-MM-DDTHH:MM:SS[.fff]Z)"
+    if kind == "const" and len(e.path) == 2 and e.path[0] == "parameters":
+        return f"parameter {e.path[-1]!r} looks secret but is not redacted (expected {rule!r})"
+    if kind == "const":
+        return f"{field_} is {_short(value)}, expected {rule!r}"
+    if kind == "enum":
+        return f"{field_} {_short(value)} is not one of {', '.join(map(str, rule))}"
+    if kind == "type":
+        expected = [rule] if isinstance(rule, str) else list(rule)
+        either = ", ".join(expected[:-1]) + " or " if len(expected) > 1 else ""
+        return f"{field_} has type {_json_type(value)}, expected {either}{expected[-1]}"
+    if kind == "additionalProperties" and rule is False and isinstance(value, dict):
+        extra = [k for k in value if k not in schema.get("properties", {})]
+        return f"{field_} has unknown {_keys(extra)} {', '.join(map(repr, extra))}"
+    return f"{field_}: {e.message}".replace("\n", " ")
 
 
 @dataclass(frozen=True)
