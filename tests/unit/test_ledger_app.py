@@ -317,6 +317,8 @@ def test_sql_uses_placeholders_not_string_formatting() -> None:
     for statement in (ledger.INSERT_SQL, ledger.SELECT_BY_KEY_SQL, ledger.SELECT_BY_ID_SQL):
         assert "%s" in statement
         assert "{" not in statement and "'" not in statement
+        # every statement returns the columns Order is built from, in that order
+        assert ", ".join(ledger.ORDER_COLUMNS) in statement
 
 
 def test_database_unavailable_during_post_answers_503_with_retry_after() -> None:
