@@ -22,7 +22,7 @@ from typing import Any
 from faultbook import inventory as inventory_mod
 from faultbook import secrets
 from faultbook.errors import PlaybookFailed, UsageError
-from faultbook.paths import PLAYBOOKS_DIR, faultbook_home
+from faultbook.paths import PLAYBOOKS_DIR, faultbook_home, state_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,6 @@ def playbook_path(name: str) -> Path:
         known = ", ".join(sorted(x.stem for x in PLAYBOOKS_DIR.glob("*.yml")))
         raise UsageError(f"unknown playbook {name!r}; available: {known}")
     return p
-
-
-def state_dir(inv: inventory_mod.Inventory) -> Path:
-    """Per-inventory state on the controller (runner dir, PKI)."""
-    home = faultbook_home(create=True)
-    return home / "lab" if inv.is_lab else home / "inventories" / inv.name
 
 
 def _envvars(inv: inventory_mod.Inventory) -> dict[str, str]:
@@ -130,9 +124,9 @@ def run_playbook(
             name = part.strip().lstrip("!&")
             if name and name not in inv.groups and name not in inv.hosts and "*" not in name:
                 inv.host(name)  # raises, listing the known hosts
-    private = state_dir(inv) / "runner"
+    private = state_dir(inv, create=True) / "runner"
     (private / "env").mkdir(parents=True, exist_ok=True)
-    evars: dict[str, Any] = {"faultbook_pki_dir": str(state_dir(inv) / "pki")}
+    evars: dict[str, Any] = {"faultbook_pki_dir": str(state_dir(inv, create=True) / "pki")}
     evars.update(extravars or {})
     cmdline = []
     vault_vars = secrets.vault_vars_file(inv)

@@ -58,8 +58,16 @@ class _Named(Protocol):
 def state_dir(inv: _Named, create: bool = False) -> Path:
     """The controller's state for one inventory: ``$FAULTBOOK_HOME/lab`` for the lab,
     ``$FAULTBOOK_HOME/inventories/<name>`` for any other (runner dir, PKI, SSH, vault)."""
-    home = faultbook_home(create=create)
-    d = home / "lab" if inv.is_lab else home / "inventories" / inv.name
+    return _state_dir("lab" if inv.is_lab else f"inventories/{inv.name}", create)
+
+
+def lab_state_dir(create: bool = False) -> Path:
+    """``state_dir`` of the lab's inventory, for what exists before it is loaded (keys, vault)."""
+    return _state_dir("lab", create)
+
+
+def _state_dir(relative: str, create: bool) -> Path:
+    d = faultbook_home(create=create) / relative
     if create:
         d.mkdir(parents=True, exist_ok=True)
     return d

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from faultbook.inventory import Inventory
-from faultbook.paths import faultbook_home
+from faultbook.paths import lab_state_dir
 
 # Every secret the roles use (docs/roles-contract.md), and how long a random one is.
 VAULT_VARS: dict[str, int] = {
@@ -30,7 +30,7 @@ VAULT_VARS: dict[str, int] = {
 
 
 def lab_vault_dir() -> Path:
-    return faultbook_home() / "lab" / "vault"
+    return lab_state_dir() / "vault"
 
 
 def vault_password_file(inv: Inventory) -> Path | None:
