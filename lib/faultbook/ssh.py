@@ -256,6 +256,18 @@ def close_all() -> None:
 atexit.register(close_all)
 
 
+def forget(address: str) -> None:
+    """Drop cached connections to an address (a host that crashed or went down)."""
+
+    def through(key: tuple[Any, ...] | None) -> bool:
+        return key is not None and (key[2] == address or through(key[5]))
+
+    with _lock:
+        conns = [(k, c) for k, c in _cache.items() if through(k)]
+    for key, c in conns:
+        _drop(key, c)
+
+
 @contextlib.contextmanager
 def _connection(t: Target, timeout: float) -> Iterator[tuple[_Conn, bool]]:
     """A connected client for the target (cached, or new) and whether it was cached."""
@@ -357,7 +369,8 @@ def _tunnel(t: Target, timeout: float) -> tuple[_Conn, paramiko.Channel]:
             )
             return via, chan  # the target's connection keeps the jump connection in use
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            _drop(t.jump.key, via)
+            if not isinstance(exc, paramiko.ChannelException):  # refused: the jump host is fine
+                _drop(t.jump.key, via)
             _release(via)
             if cached and attempt == 1 and not _is_timeout(exc):
                 continue

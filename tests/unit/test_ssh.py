@@ -98,11 +98,14 @@ class Server(paramiko.ServerInterface):
             self.connections += 1
             t = paramiko.Transport(conn)
             t.add_server_key(self.host_key)
-            t.start_server(server=self)
             self.transports.append(t)
             threading.Thread(target=self._accept, args=(t,), daemon=True).start()
 
     def _accept(self, t: paramiko.Transport) -> None:
+        try:
+            t.start_server(server=self)  # blocks until negotiated: not in the accept loop
+        except (paramiko.SSHException, EOFError, OSError):
+            return
         while t.is_active() and not self._stop.is_set():
             chan = t.accept(0.2)
             if chan is not None and chan.get_id() not in self._tcpip:
@@ -117,17 +120,14 @@ class Server(paramiko.ServerInterface):
         with contextlib.suppress(Exception):
             while chunk := channel.recv(65536):
                 data += chunk
-        try:
-            proc = subprocess.run(
-                ["/bin/sh", "-c", command.decode()], input=bytes(data), capture_output=True
-            )
+        proc = subprocess.run(
+            ["/bin/sh", "-c", command.decode()], input=bytes(data), capture_output=True
+        )
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             channel.sendall(proc.stdout)
             channel.sendall_stderr(proc.stderr)
             channel.send_exit_status(proc.returncode)
-        except Exception:
-            pass
-        finally:
-            channel.close()
+        channel.close()
 
     def drop_all(self) -> None:
         """Close every connection from the server side."""
@@ -344,6 +344,15 @@ def test_stale_cached_connection_that_looks_active_is_retried_once(
 
     monkeypatch.setattr(paramiko.Transport, "open_session", flaky)
     assert ssh.run(inv, "target", "echo fresh", timeout=5).stdout == "fresh\n"
+    assert lab.target.connections - before == 2
+
+
+def test_forget_drops_the_cached_connection(lab: Lab) -> None:
+    inv = inventory.load(lab.inventory())
+    before = lab.target.connections
+    assert ssh.run(inv, "target", "true", timeout=5).ok
+    ssh.forget("127.0.0.1")
+    assert ssh.run(inv, "target", "true", timeout=5).ok
     assert lab.target.connections - before == 2
 
 

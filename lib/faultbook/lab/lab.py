@@ -220,14 +220,27 @@ class Lab:
         if problems:
             raise LabError("; ".join(problems))
 
-    def down(self, keep_disks: bool = False, timeout: float = 6.0) -> None:
-        """Stop every host, unmount, delete the bridge; leave nothing running."""
+    def down(
+        self, keep_disks: bool = False, timeout: float = 6.0, exit_timeout: float = 10.0
+    ) -> None:
+        """Stop every host, unmount, delete the bridge; return when nothing of it runs.
+
+        Each host gets ``timeout`` seconds to power off cleanly (then it is
+        killed); then every host's processes (its nspawn, its cgroups, its pid
+        namespace) get ``exit_timeout`` seconds to be gone, what is left is
+        SIGKILLed and waited for again. LabError names any host with processes
+        left after that; its disk and mount are kept.
+        """
         preflight()
         with self.lock():
             pids = {h: self.pid(h) for h in self.inv.hosts}
             for h in self.inv.hosts:
                 self._netem_clear(h, None)
             running = {h: p for h, p in pids.items() if p is not None}
+            # A host's pid namespace can only be read while its PID 1 lives.
+            pidns = {
+                h: machine.pid_namespace(machine.container_init(p)) for h, p in running.items()
+            }
 
             def stop(item: tuple[str, int]) -> None:
                 host, pid = item
@@ -237,19 +250,32 @@ class Lab:
 
             with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
                 list(pool.map(stop, running.items()))
+            for h in running:
+                ssh.forget(self.inv.host(h).address)
+            hosts = {h: (self.dirs(h).root, pidns.get(h)) for h in self.inv.hosts}
+            left = machine.wait_processes_gone(lambda: machine.processes(hosts), exit_timeout)
             # A killed host's network namespace (and so its veth) goes away asynchronously.
             deadline = time.monotonic() + 5
             ours = {net.veth_name(h) for h in self.inv.hosts}
             while ours & set(net.veths()) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            for left in ours & set(net.veths()):
-                net.delete_link(left)
+            for veth in ours & set(net.veths()):
+                net.delete_link(veth)
             for host in self.inv.hosts:
+                if host in left:
+                    continue  # never unmount or delete the disk under a live process
                 d = self.dirs(host)
                 machine.unmount(d)
                 machine.remove_cgroups(host)
                 if not keep_disks and d.base.exists():
                     shutil.rmtree(d.base)
+            if left:
+                raise LabError(
+                    "lab down: processes still run after SIGKILL: "
+                    + "; ".join(
+                        f"{h} (pids {', '.join(map(str, sorted(p)))})" for h, p in left.items()
+                    )
+                )
             net.bridge_down(self.bridge)
 
     # -------------------------------------------------------------- primitives
@@ -266,6 +292,7 @@ class Lab:
         pid = self._require_running(host)
         self._netem_clear(host, None)  # its socket would keep the dead host's netns alive
         machine.crash(pid)
+        ssh.forget(self.inv.host(host).address)  # no command waits on a dead connection
         machine.remove_cgroups(host)
 
     def boot(self, host: str, timeout: float = 120.0) -> None:

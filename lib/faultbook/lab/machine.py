@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -315,3 +316,94 @@ def poweroff(nspawn_pid: int, timeout: float) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(nspawn_pid, signal.SIGTERM)
     return _wait_gone(nspawn_pid, timeout)
+
+
+# ------------------------------------------------------------------ every process of a host
+
+
+def pid_namespace(pid: int | None) -> str | None:
+    """The pid namespace of a process (``pid:[4026532…]``), or None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _cgroup_pids(name: str) -> set[int]:
+    pids: set[int] = set()
+    for top in cgroup_dirs(name):
+        if not top.is_dir():
+            continue
+        for procs in top.rglob("cgroup.procs"):
+            try:
+                pids.update(int(p) for p in procs.read_text().split())
+            except (OSError, ValueError):
+                continue
+    return pids
+
+
+def processes(hosts: Mapping[str, tuple[Path, str | None]]) -> dict[str, set[int]]:
+    """The live processes of each host, given as name -> (root directory, pid namespace).
+
+    A host's processes are its systemd-nspawn, every process in its cgroups
+    (nspawn and the machine's own systemd tree) and every process in its pid
+    namespace (when known: it must be read while the host's PID 1 lives).
+    """
+    found = {h: _cgroup_pids(h) for h in hosts}
+    own_ns = pid_namespace(os.getpid())
+    by_ns = {ns: h for h, (_, ns) in hosts.items() if ns and ns != own_ns}
+    wants = {h: (f"--machine={h}", f"--directory={root}") for h, (root, _) in hosts.items()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if by_ns:
+            host = by_ns.get(pid_namespace(pid) or "")
+            if host is not None:
+                found[host].add(pid)
+        args = _cmdline(pid)
+        if args and args[0].endswith("systemd-nspawn"):
+            for h, (want_m, want_d) in wants.items():
+                if want_m in args and want_d in args:
+                    found[h].add(pid)
+    return {h: {p for p in pids if _alive(p)} for h, pids in found.items()}
+
+
+def wait_processes_gone(
+    find: Callable[[], Mapping[str, set[int]]],
+    timeout: float,
+    kill_timeout: float = 5.0,
+    poll: float = 0.1,
+) -> dict[str, set[int]]:
+    """Wait until ``find()`` reports no process; then SIGKILL what is left and wait again.
+
+    Returns what still runs after both waits (host -> pids): empty when all is gone.
+    """
+
+    def left() -> dict[str, set[int]]:
+        return {h: set(p) for h, p in find().items() if p}
+
+    deadline = time.monotonic() + timeout
+    remaining = left()
+    while remaining and time.monotonic() < deadline:
+        time.sleep(poll)
+        remaining = left()
+    if not remaining:
+        return {}
+    log.warning(
+        "lab: %s still running after %.0fs; killing them",
+        ", ".join(f"{h} (pids {', '.join(map(str, sorted(p)))})" for h, p in remaining.items()),
+        timeout,
+    )
+    deadline = time.monotonic() + kill_timeout
+    while True:
+        for pids in remaining.values():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)  # a zombie counts as gone (see _alive)
+        time.sleep(poll)
+        remaining = left()
+        if not remaining or time.monotonic() >= deadline:
+            return remaining
