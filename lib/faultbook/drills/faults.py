@@ -15,14 +15,21 @@ real hosts, arm a transient systemd timer on the target that reverts them by
 itself after ``max_s`` seconds, so a drill that dies half-way never leaves a
 host stopped, partitioned or frozen for good. service-kill needs none (systemd
 restarts the unit or it stays dead); lab link faults are reverted by
-``faultbook lab heal|boot`` (and ``lab down``).
+``faultbook lab heal|boot`` (and ``lab down``), and, for a drill, by the
+journal's rollback and watchdog (``drills.journal``, ``drills.watchdog``).
+
+Every fault can be rebuilt from what a journal records (``kind``, ``target``,
+``spec()``, the inventory's path): ``make(kind, inv, target, **spec)``, so
+another process can revert it. ``rollback()`` probes whether the fault still
+holds (``in_effect()``) and reverts it only then: safe on a fault that was
+never injected by this object, or already reverted by someone else.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -92,6 +99,48 @@ class Fault:
     def describe(self) -> str:
         return f"{self.kind} on {self.target}"
 
+    @property
+    def lab_side(self) -> bool:
+        """Injected and reverted on the controller (the lab's primitives), not on the host.
+
+        Nothing on the host reverts these by itself: a drill's watchdog does
+        (``drills.watchdog``).
+        """
+        return self.needs_lab
+
+    def spec(self) -> dict[str, Any]:
+        """The options that rebuild this fault: ``make(kind, inv, target, **spec())``."""
+        base = {f.name for f in fields(Fault)}
+        out: dict[str, Any] = {"max_s": self.max_s}
+        for f in fields(self):
+            if f.name not in base:
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    def in_effect(self) -> bool:
+        """Whether the fault holds right now, probed on the lab or the host (not remembered)."""
+        raise NotImplementedError
+
+    def rollback(self) -> tuple[str, str]:
+        """Revert the fault if it still holds: ("reverted"|"already reverted", detail).
+
+        Unlike ``revert()`` this does not rely on this object having injected
+        the fault: it asks the lab or the host, so it is safe from another
+        process (a journal's rollback) and when someone else already reverted
+        it. Raises FaultError (or the lab's/SSH's error) when the revert fails
+        or the fault still holds afterwards.
+        """
+        if not self.in_effect():
+            self._settle()
+            self.reverted_at = self.reverted_at or _now()
+            return "already reverted", f"{self.describe()}: {self._clear_state()}"
+        log.info("rolling back %s", self.describe())
+        self._revert()
+        if self.in_effect():
+            raise FaultError(f"{self.describe()}: still in effect after its revert")
+        self.reverted_at = _now()
+        return "reverted", f"{self.describe()}: {self._reverted_state()}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -107,6 +156,15 @@ class Fault:
 
     def _revert(self) -> None:
         raise NotImplementedError
+
+    def _settle(self) -> None:
+        """Tidy up after a fault found already reverted (e.g. disarm a revert timer)."""
+
+    def _clear_state(self) -> str:
+        return "not in effect"
+
+    def _reverted_state(self) -> str:
+        return "reverted"
 
     def _lab(self) -> Any:
         from faultbook.lab.lab import Lab  # the lab is only needed by lab faults
@@ -148,7 +206,16 @@ class HostCrash(Fault):
         self._lab().crash(self.target)
 
     def _revert(self) -> None:
-        self._lab().boot(self.target)
+        self._lab().boot(self.target)  # waits until ready; a running host only waits
+
+    def in_effect(self) -> bool:
+        return self._lab().pid(self.target) is None
+
+    def _clear_state(self) -> str:
+        return f"{self.target} is running"
+
+    def _reverted_state(self) -> str:
+        return f"{self.target} booted (disk intact) and ready"
 
 
 @dataclass
@@ -165,6 +232,16 @@ class _UnitFault(Fault):
 
     def describe(self) -> str:
         return f"{self.kind} of {self.unit} on {self.target}"
+
+    def in_effect(self) -> bool:
+        state = self._ssh(f"systemctl is-active {self.unit} || true").strip()
+        return state != "active"
+
+    def _clear_state(self) -> str:
+        return f"{self.unit} is active"
+
+    def _reverted_state(self) -> str:
+        return f"{self.unit} started"
 
 
 @dataclass
@@ -195,6 +272,9 @@ class ServiceStop(_UnitFault):
     def _revert(self) -> None:
         self._ssh(f"{self._disarm_revert('stop')}; systemctl start {self.unit}")
 
+    def _settle(self) -> None:
+        self._ssh(self._disarm_revert("stop"))
+
 
 @dataclass
 class ProcessFreeze(_UnitFault):
@@ -210,6 +290,25 @@ class ProcessFreeze(_UnitFault):
 
     def _revert(self) -> None:
         self._ssh(f"{self._disarm_revert('freeze')}; systemctl kill --signal=SIGCONT {self.unit}")
+
+    def in_effect(self) -> bool:
+        # A process of the unit in state T (stopped): /proc/PID/stat's field after "(comm)".
+        probe = (
+            f"cg=$(systemctl show -P ControlGroup {self.unit}); n=0; "
+            '[ -n "$cg" ] && for p in $(cat /sys/fs/cgroup"$cg"/cgroup.procs 2>/dev/null); do '
+            "s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f1); "
+            '[ "$s" = T ] && n=$((n+1)); done; echo $n'
+        )
+        return int(self._ssh(probe).strip() or 0) > 0
+
+    def _settle(self) -> None:
+        self._ssh(self._disarm_revert("freeze"))
+
+    def _clear_state(self) -> str:
+        return f"no process of {self.unit} is stopped"
+
+    def _reverted_state(self) -> str:
+        return f"{self.unit} resumed (SIGCONT)"
 
 
 def partition_ruleset(controller: str) -> str:
@@ -267,6 +366,35 @@ class Partition(Fault):
             f"nft delete table inet {PARTITION_TABLE} 2>/dev/null || true"
         )
 
+    @property
+    def lab_side(self) -> bool:
+        return self.inv.is_lab
+
+    def in_effect(self) -> bool:
+        if self.inv.is_lab:
+            lab = self._lab()
+            if lab.pid(self.target) is None:
+                return False  # powered off: its link is gone, a boot makes a new one
+            from faultbook.lab import net
+
+            return net.link_state(self.target, lab.bridge) != "up"
+        out = self._ssh(
+            f"nft list table inet {PARTITION_TABLE} >/dev/null 2>&1 && echo cut || true"
+        )
+        return out.strip() == "cut"
+
+    def _settle(self) -> None:
+        if not self.inv.is_lab:
+            self._ssh(self._disarm_revert("partition"))
+
+    def _clear_state(self) -> str:
+        if self.inv.is_lab and self._lab().pid(self.target) is None:
+            return f"{self.target} is powered off (a boot attaches a new link)"
+        return f"{self.target}'s link is up" if self.inv.is_lab else "no partition table"
+
+    def _reverted_state(self) -> str:
+        return "link re-attached" if self.inv.is_lab else f"table {PARTITION_TABLE} deleted"
+
 
 @dataclass
 class DelayLoss(Fault):
@@ -307,6 +435,28 @@ class DelayLoss(Fault):
         self._ssh(
             f"{self._disarm_revert('netem')}; tc qdisc del dev {dev} root 2>/dev/null || true"
         )
+
+    @property
+    def lab_side(self) -> bool:
+        return self.inv.is_lab
+
+    def in_effect(self) -> bool:
+        if self.inv.is_lab:
+            lab = self._lab()
+            return lab.pid(self.target) is not None and lab.netem_state(self.target) is not None
+        dev = shlex.quote(self.interface)
+        out = self._ssh(f"tc qdisc show dev {dev} root 2>/dev/null || true")
+        return "netem" in out
+
+    def _settle(self) -> None:
+        if not self.inv.is_lab:
+            self._ssh(self._disarm_revert("netem"))
+
+    def _clear_state(self) -> str:
+        return "no delay or loss"
+
+    def _reverted_state(self) -> str:
+        return "delay and loss cleared"
 
 
 CATALOGUE: dict[str, type[Fault]] = {

@@ -4,8 +4,9 @@ A runbook makes one ``Procedure`` and calls it step by step::
 
     p = Procedure.start("db-failover", inv, mode, params, objectives, confirm=confirm)
     steady_state(inv)                   # pre-flight: the whole stack, as a table
+    p.preflight(alert="NoWritablePrimary", hosts=[...], backups=True)  # what the drill needs
     p.start_load(load_rps, duration_s)  # drill only
-    p.inject(fault)                     # drill only
+    p.inject(fault)                     # drill only: journaled first, watchdog for lab faults
     p.mark("detected") ...              # markers for the timeline
     p.stop_load(); p.evaluate(primary)  # what the clients saw, lost writes
     p.wait_steady(); p.save(dir)        # steady state again, result.json
@@ -13,13 +14,24 @@ A runbook makes one ``Procedure`` and calls it step by step::
 
 Incident mode never starts load or injects anything, and a destructive step
 runs only when ``confirm`` is true (``Procedure.allowed``).
+
+Faults go through the run's journal (``drills.journal``, in ``result_dir`` or
+``$FAULTBOOK_RUN_DIR``, which ``faultbook run`` sets): written before the
+fault is injected, marked injected and reverted, so ``faultbook run`` can
+revert whatever the notebook left behind, however it ended. A lab fault also
+gets a detached watchdog (``drills.watchdog``) bounded by the drill's duration.
+``start_load`` and ``inject`` run the pre-flight (``drills.preflight``) with the
+runbook's defaults when the notebook has not run it itself.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,17 +39,26 @@ from typing import Any
 
 import pandas as pd
 
+from faultbook.drills import preflight as preflight_mod
+from faultbook.drills import watchdog
 from faultbook.drills.faults import Fault
 from faultbook.drills.impact import DrillResult
+from faultbook.drills.journal import Entry, Journal
 from faultbook.drills.traffic import LoadSpec, Traffic
-from faultbook.errors import DrillAborted, FaultbookError, ParameterError
+from faultbook.errors import ConditionTimeout, DrillAborted, FaultbookError, ParameterError
 from faultbook.inventory import Inventory
+from faultbook.poll import poll
 from faultbook.results import Run, Step, iso
 from faultbook.stack import failover, haproxy, monitoring, vip
 
 log = logging.getLogger(__name__)
 
 MODES = ("incident", "drill")
+# Where `faultbook run` tells a notebook's kernel its run directory (the journal's home).
+RUN_DIR_ENV = "FAULTBOOK_RUN_DIR"
+# A lab fault's watchdog deadline: the drill's load duration plus this (detection,
+# failover and the notebook's own revert all fit in it); at most the fault's max_s.
+WATCHDOG_GRACE_S = 120.0
 
 
 def check_params(
@@ -121,6 +142,25 @@ def steady_state(inv: Inventory, ignore_alerts: tuple[str, ...] = ()) -> SteadyS
     return SteadyState(not problems, problems, primary, state)
 
 
+def wait_steady_state(
+    inv: Inventory, timeout_s: float = 120.0, ignore_alerts: tuple[str, ...] = ()
+) -> SteadyState:
+    """Steady state, waited for up to timeout_s (``poll``); the last state seen, ok or not."""
+    last: list[SteadyState] = []
+
+    def attempt(_t: float) -> SteadyState | None:
+        s = steady_state(inv, ignore_alerts)
+        last[:] = [s]
+        return s if s.ok else None
+
+    try:
+        return poll(
+            attempt, timeout_s, what="steady state", interval_s=2.0, seen=lambda: str(last[0])
+        )
+    except ConditionTimeout:
+        return last[0]
+
+
 @dataclass
 class Procedure:
     runbook: str
@@ -132,6 +172,11 @@ class Procedure:
     fault: Fault | None = None
     markers: dict[str, datetime | None] = field(default_factory=dict)
     result: DrillResult | None = None
+    result_dir: str = ""
+    duration_s: float | None = None
+    preflight_report: preflight_mod.Report | None = None
+    entry: Entry | None = None
+    _journal: Journal | None = field(default=None, repr=False)
 
     @classmethod
     def start(
@@ -142,10 +187,29 @@ class Procedure:
         params: Mapping[str, Any],
         objectives: Mapping[str, float] | None = None,
         confirm: bool = False,
+        result_dir: str | None = None,
     ) -> Procedure:
         run = Run.start(runbook, "incident" if mode == "incident" else "drill", params)
         run.objectives = dict(objectives or {})
-        return cls(runbook, inv, mode, run, confirm=confirm)
+        where = result_dir or os.environ.get(RUN_DIR_ENV, "")
+        duration = params.get("duration_s")
+        return cls(
+            runbook,
+            inv,
+            mode,
+            run,
+            confirm=confirm,
+            result_dir=where,
+            duration_s=float(duration) if isinstance(duration, int | float) else None,
+        )
+
+    @property
+    def journal(self) -> Journal:
+        """The run's fault journal (a temporary directory when there is no run directory)."""
+        if self._journal is None:
+            where = self.result_dir or tempfile.mkdtemp(prefix=f"faultbook-{self.runbook}-")
+            self._journal = Journal(where)
+        return self._journal
 
     @property
     def drill(self) -> bool:
@@ -157,7 +221,7 @@ class Procedure:
         if self.drill or self.confirm:
             return True
         self.run.skip(what, "needs confirm=True in incident mode")
-        print(f"SKIPPED: {what} — re-run with confirm=True to do it")
+        sys.stdout.write(f"SKIPPED: {what} — re-run with confirm=True to do it\n")
         return False
 
     def mark(self, name: str, at: datetime | None = None) -> datetime:
@@ -165,8 +229,47 @@ class Procedure:
         self.markers[name] = ts
         return ts
 
+    # -------------------------------------------------------------- pre-flight
+    def preflight(
+        self,
+        alert: str | None = None,
+        hosts: Sequence[str] | None = None,
+        backups: bool | None = None,
+        prometheus: bool | None = None,
+    ) -> preflight_mod.Report:
+        """Prove what the drill depends on; raise PreflightFailed (exit 1) before any fault.
+
+        Unset arguments come from the runbook's defaults (``preflight.NEEDS``); the
+        alert is only required in drill mode (it is what detects the injected fault).
+        Recorded as step "dependencies".
+        """
+        needs = preflight_mod.NEEDS.get(self.runbook, preflight_mod.DEFAULT_NEEDS)
+        if alert is None and self.mode == "drill":
+            alert = needs.alert
+        if hosts is None:
+            hosts = preflight_mod.hosts_of(self.inv, needs.groups)
+        with self.run.step("dependencies") as st:
+            rep = preflight_mod.check(
+                self.inv,
+                alert=alert,
+                hosts=list(hosts),
+                backups=needs.backups if backups is None else backups,
+                prometheus=needs.prometheus if prometheus is None else prometheus,
+            )
+            self.preflight_report = rep
+            st.detail = rep.reason
+            if not rep.ok:
+                raise preflight_mod.PreflightFailed(f"pre-flight: {rep.reason}; nothing injected")
+        return rep
+
+    def _require_preflight(self) -> None:
+        if self.preflight_report is None:
+            self.preflight()
+
     # ------------------------------------------------------------ load, fault
     def start_load(self, rps: float, duration_s: float, warmup_s: float = 3.0) -> Traffic:
+        self._require_preflight()
+        self.duration_s = duration_s
         # Room for three seconds of requests in flight: a latency spike must show as
         # latency, not as the load generator's own "client saturated" refusals.
         spec = LoadSpec(rps=rps, duration_s=duration_s, max_in_flight=max(64, int(rps * 3)))
@@ -178,14 +281,63 @@ class Procedure:
             raise DrillAborted("no request succeeded during the warm-up: the stack is not serving")
         return self.traffic
 
-    def inject(self, fault: Fault) -> None:
+    def fault_budget_s(self, fault: Fault) -> float:
+        """How long a fault may last before the watchdog reverts it: the drill's duration
+        plus ``WATCHDOG_GRACE_S``, never more than the fault's own max_s."""
+        if self.duration_s is None:
+            return fault.max_s
+        return min(fault.max_s, self.duration_s + WATCHDOG_GRACE_S)
+
+    def inject(self, fault: Fault, max_s: float | None = None) -> None:
+        """Journal the fault, start its watchdog (lab faults), then inject it.
+
+        ``max_s`` bounds how long it may last (default ``fault_budget_s``).
+        """
+        self._require_preflight()
         self.fault = fault
-        fault.inject()
+        j = self.journal
+        self.entry = entry = j.intent(
+            fault, max_s if max_s is not None else self.fault_budget_s(fault)
+        )
+        if entry.lab:
+            pid = watchdog.start(j, entry)
+            log.info("watchdog %d guards %s until %s", pid, fault.describe(), entry.deadline)
+        try:
+            fault.inject()
+        except BaseException as exc:
+            j.inject_failed(entry, f"{type(exc).__name__}: {exc}")
+            raise
+        j.injected(entry, fault.injected_at)
         self.mark("fault injected", fault.injected_at)
 
     def revert(self) -> None:
-        if self.fault is not None:
+        """Revert the fault; journaled. A fault the runner or watchdog already reverted is
+        left alone (its time of revert is the journal's)."""
+        if self.fault is None:
+            return
+        if self.entry is None:
             self.fault.revert()
+            return
+        j = self.journal
+        with j.locked():
+            current = j.entry(self.entry.id)
+            if current is not None and not current.pending:
+                log.warning(
+                    "%s was already reverted by %s", self.fault.describe(), current.reverted_by
+                )
+                if self.fault.reverted_at is None and current.reverted_at:
+                    self.fault.reverted_at = datetime.fromisoformat(
+                        current.reverted_at.replace("Z", "+00:00")
+                    )
+                return
+            try:
+                self.fault.revert()
+            except BaseException as exc:
+                j.revert_failed(self.entry, "procedure", f"{type(exc).__name__}: {exc}")
+                raise
+            j.reverted(
+                self.entry, "procedure", "reverted", self.fault.describe(), self.fault.reverted_at
+            )
 
     # ---------------------------------------------------------------- result
     def stop_load(self, settle_s: float = 5.0) -> pd.DataFrame:
@@ -245,12 +397,7 @@ class Procedure:
     def wait_steady(self, timeout_s: float = 120.0) -> SteadyState:
         """Wait until the stack is back in steady state; record the step."""
         started = now()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            s = steady_state(self.inv)
-            if s.ok or time.monotonic() > deadline:
-                break
-            time.sleep(2)
+        s = wait_steady_state(self.inv, timeout_s)
         # Recorded, not raised: the measurements are saved first; check() fails the run.
         step = Step("steady state after", iso(started), iso(now()), "ok" if s.ok else "failed")
         step.detail = str(s)

@@ -2,24 +2,55 @@
 
 papermill injects unknown parameters silently, so faultbook checks every
 parameter against the notebook's ``parameters`` cell first: an unknown name
-or a value that does not fit the declared type is a usage error (exit 2)
-and nothing runs.
+or a value that does not fit the declared type (``nan`` and ``inf`` are not
+numbers here) is a usage error (exit 2) and nothing runs; so is a report
+directory that cannot be created.
+
+Rollback, whatever the ending. The notebook's ``Procedure`` journals every
+fault in the run directory before injecting it (``drills.journal``). When the
+notebook ends — normally, with an exception in a cell, a cell timeout
+(``execution_timeout_s``), a dead kernel, Ctrl-C or SIGTERM — ``run`` makes
+sure the kernel is gone, reverts every journaled fault not recorded as
+reverted (``Journal.rollback_pending``: each fault probed first, so one already
+reverted is only recorded), waits for steady state (bounded), and writes
+result.json's ``rollback``::
+
+    {"faults": [{kind, target, outcome: reverted|already reverted|failed, detail, at, by}],
+     "steady_state": {ok, detail, problems, primary, checked_at}}
+
+A run that needed a rollback has the verdict "fail" and a step "rollback".
+Progress goes to stderr: papermill's progress bar on a terminal, otherwise a
+line per executed code cell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+import math
+import os
+import re
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from faultbook.errors import ParameterError, RunbookNotFound
+from faultbook.drills import procedure
+from faultbook.drills.faults import Fault
+from faultbook.drills.journal import Entry, Journal, alive
+from faultbook.errors import ParameterError, PreflightFailed, RunbookNotFound, UsageError
 from faultbook.paths import RUNBOOKS_DIR
-from faultbook.results import MODES, Run, Summary
+from faultbook.results import MODES, Run, Summary, iso
+from faultbook.results import validate as validate_result
 
 log = logging.getLogger(__name__)
 
@@ -77,22 +108,57 @@ def coerce(param: Param, value: Any) -> Any:
         }.get(t.split("|")[0], True)
         if not ok:
             raise ParameterError(f"{expected}, got {type(value).__name__} {value!r}")
+        _require_finite(param, value)
         return float(value) if t == "float" else value
     try:
         if t == "int":
             return int(value)
         if t == "float":
-            return float(value)
+            out = float(value)
+            _require_finite(param, out)
+            return out
         if t == "bool":
             return _BOOL[value.strip().lower()]
         if t.startswith(("list", "dict")):
             parsed = yaml.safe_load(value)
             if not isinstance(parsed, list if t.startswith("list") else dict):
                 raise ValueError
+            _require_finite(param, parsed)
             return parsed
     except (ValueError, KeyError, yaml.YAMLError):
         raise ParameterError(f"{expected}, got {value!r}") from None
     return value
+
+
+def _require_finite(param: Param, value: Any) -> None:
+    """nan and inf parse as floats but no runbook means them: a usage error naming PARAM."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParameterError(
+            f"parameter {param.name!r} expects a finite number, got {value!r} "
+            "(nan and inf are refused)"
+        )
+    if isinstance(value, list):
+        for v in value:
+            _require_finite(param, v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _require_finite(param, v)
+
+
+def prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """The report directory, created; a one-line UsageError (exit 2) when it cannot be."""
+    given = Path(out_dir)
+    try:
+        path = given.resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UsageError(
+            f"--out {str(given)!r}: cannot create the report directory there: {why}"
+        ) from None
+    return path
 
 
 def validate(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,9 +199,14 @@ class RunOutcome:
     result: Path
     summary: Summary
     usage_error: bool = False  # the notebook stopped on bad input (a UsageError)
+    interrupted: int | None = None  # the signal that ended the run (SIGINT, SIGTERM)
+    rollback: dict[str, Any] | None = None  # result.json's rollback, when one was needed
+    refused: str | None = None  # the pre-flight's reason, when the drill refused to start
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted is not None:
+            return 128 + self.interrupted
         if self.usage_error:
             return 2
         return 0 if self.summary.verdict == "pass" else 1
@@ -153,48 +224,392 @@ def _usage_error_names() -> set[str]:
     return names
 
 
-def run(name: str, params: Mapping[str, Any], out_dir: Path) -> RunOutcome:
-    """Execute a runbook; write DIR/NAME.ipynb, DIR/NAME.html and DIR/result.json."""
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) reached ``faultbook run``: stop the notebook, then roll back."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# --------------------------------------------------------------------- progress
+_STEP = re.compile(r"""step\(\s*f?(["'])(.+?)\1""")
+
+
+def cell_label(source: str) -> str:
+    """What a code cell does, for a progress line: its first ``run.step`` name, or its
+    first line of code."""
+    m = _STEP.search(source)
+    if m:
+        return m.group(2)
+    for line in source.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line if len(line) <= 60 else line[:59] + "…"
+    return "(empty)"
+
+
+class _Progress:
+    """One line per executed code cell on stderr (papermill's bar covers terminals)."""
+
+    def __init__(self, stem: str, cells: list[Any], stream: Any = None) -> None:
+        self.stem = stem
+        self.code = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"]
+        self.stream = stream or sys.stderr
+        self.t0 = time.monotonic()
+
+    def cell(self, index: int, source: str) -> None:
+        if index not in self.code:
+            return
+        n = self.code.index(index) + 1
+        elapsed = time.monotonic() - self.t0
+        self.stream.write(
+            f"faultbook: {self.stem}: cell {n}/{len(self.code)} [{elapsed:4.0f} s] "
+            f"{cell_label(source)}\n"
+        )
+        self.stream.flush()
+
+
+# The engine's notebook client of the run in progress: its kernel is killed when the
+# run ends abnormally (the notebook must not go on injecting while we roll back).
+_CLIENTS: list[Any] = []
+
+
+def _engine(progress: _Progress | None) -> str:
+    """Register (once per call) a papermill engine that keeps its client and reports cells."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.utils import merge_kwargs, remove_args
+
+    class FaultbookEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(
+            cls,
+            nb_man: Any,
+            kernel_name: str,
+            log_output: bool = False,
+            stdout_file: Any = None,
+            stderr_file: Any = None,
+            start_timeout: int = 60,
+            execution_timeout: int | None = None,
+            **kwargs: Any,
+        ) -> Any:
+            if progress is not None:
+                start = nb_man.cell_start
+
+                def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
+                    if cell_index is not None:
+                        progress.cell(cell_index, str(cell.get("source", "")))
+                    return start(cell, cell_index, **kw)
+
+                nb_man.cell_start = cell_start
+            kwargs = remove_args(["input_path"], **kwargs)
+            safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
+            final_kwargs = merge_kwargs(
+                safe_kwargs,
+                timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
+                startup_timeout=start_timeout,
+                kernel_name=kernel_name,
+                log=logging.getLogger("papermill"),
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
+            )
+            client = PapermillNotebookClient(nb_man, **final_kwargs)
+            _CLIENTS.append(client)
+            return client.execute()
+
+    papermill_engines.register("faultbook", FaultbookEngine)
+    return "faultbook"
+
+
+def _kill_kernels() -> None:
+    """SIGKILL the kernel of the run (its own process group) if it still runs."""
+    while _CLIENTS:
+        client = _CLIENTS.pop()
+        prov = getattr(getattr(client, "km", None), "provisioner", None)
+        pgid = getattr(prov, "pgid", None) or getattr(prov, "pid", None)
+        if pgid:
+            with contextlib.suppress(OSError):
+                os.killpg(int(pgid), signal.SIGKILL)
+
+
+def _kill_owners(journal: Journal) -> None:
+    """The process that journaled a fault (the kernel) must not outlive the run."""
+    for e in journal.entries():
+        if alive(e.owner) and int(e.owner["pid"]) != os.getpid():
+            with contextlib.suppress(OSError):
+                os.kill(int(e.owner["pid"]), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _signals(handler: Callable[[int, Any], None] | None) -> Iterator[None]:
+    """Install HANDLER for SIGINT and SIGTERM (main thread only); restore afterwards."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def _shield(signum: int, _frame: Any) -> None:
+    sys.stderr.write(
+        f"faultbook: {signal.Signals(signum).name} ignored: reverting the drill's faults first "
+        "(bounded; the watchdog covers lab faults if this process is killed)\n"
+    )
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------- rollback
+ROLLBACK_STEADY_TIMEOUT_S = 180.0
+
+
+def rollback(
+    out_dir: Path,
+    *,
+    make: Callable[[Entry], Fault] | None = None,
+    steady: Callable[[list[Entry]], dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """Revert every fault journaled in OUT_DIR and not recorded as reverted; check steady state.
+
+    Returns result.json's ``rollback`` (None when the drill reverted all its faults
+    itself, or journaled none): the faults the runner or the watchdog reverted, each
+    with its outcome, and the steady state afterwards. ``make`` rebuilds a fault from
+    an entry and ``steady`` checks steady state (defaults: ``journal.rebuild`` and
+    ``procedure.wait_steady_state`` on the entries' inventory), for tests.
+    """
+    journal = Journal(out_dir)
+    if not journal.exists():
+        return None
+    journal.rollback_pending(by="runner", make=make)
+    entries = journal.entries()
+    rolled = [e for e in entries if e.pending or e.reverted_by != "procedure"]
+    if not rolled:
+        return None
+    items: list[dict[str, Any]] = []
+    for e in rolled:
+        if e.pending:  # the revert failed
+            detail = e.failures[-1] if e.failures else "not reverted"
+            items.append(
+                {
+                    "kind": e.kind,
+                    "target": e.target,
+                    "outcome": "failed",
+                    "detail": detail,
+                    "at": iso(datetime.now(UTC)),
+                    "by": "runner",
+                }
+            )
+        else:
+            items.append(
+                {
+                    "kind": e.kind,
+                    "target": e.target,
+                    "outcome": e.outcome or "reverted",
+                    "detail": e.detail,
+                    "at": e.reverted_at,
+                    "by": e.reverted_by or "runner",
+                }
+            )
+    state = (steady or _steady)(rolled)
+    return {"faults": items, "steady_state": state}
+
+
+def _steady(entries: list[Entry]) -> dict[str, Any]:
+    from faultbook import inventory as inventory_mod
+
+    try:
+        inv = inventory_mod.load(entries[0].inventory)
+        s = procedure.wait_steady_state(inv, ROLLBACK_STEADY_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - the record matters more than the exception
+        return {
+            "ok": False,
+            "detail": f"steady state not checked: {type(exc).__name__}: {exc}",
+            "problems": [str(exc)],
+            "primary": None,
+            "checked_at": iso(datetime.now(UTC)),
+        }
+    return {
+        "ok": s.ok,
+        "detail": str(s),
+        "problems": list(s.problems),
+        "primary": s.primary,
+        "checked_at": iso(datetime.now(UTC)),
+    }
+
+
+def rollback_summary(rb: Mapping[str, Any]) -> str:
+    faults = "; ".join(
+        f"{f['kind']} on {f['target']}: {f['outcome']}" + (f" by {f['by']}" if f.get("by") else "")
+        for f in rb["faults"]
+    )
+    st = rb["steady_state"]
+    return f"{faults}; then {st['detail'] if st['ok'] else 'NOT in steady state: ' + st['detail']}"
+
+
+def _record_rollback(result: Path, rb: dict[str, Any]) -> None:
+    doc = json.loads(result.read_text())
+    doc["rollback"] = rb
+    doc["verdict"] = "fail"  # the drill failed, even though the stack is back
+    ok = rb["steady_state"]["ok"] and all(f["outcome"] != "failed" for f in rb["faults"])
+    now = iso(datetime.now(UTC))
+    doc["steps"].append(
+        {
+            "name": "rollback",
+            "started_at": now,
+            "finished_at": now,
+            # A rollback is a failure of the drill: "failed" so that the verdict says why.
+            "status": "failed",
+            "detail": ("reverted what the drill left: " if ok else "ROLLBACK INCOMPLETE: ")
+            + rollback_summary(rb),
+        }
+    )
+    problems = validate_result(doc)
+    if problems:  # keep the record anyway: it says what was left on the stack
+        log.warning("result.json with its rollback departs from the schema: %s", problems)
+    result.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _retire_journal(out_dir: Path) -> None:
+    """A journal left in OUT_DIR by an earlier run: revert what it left, keep it aside."""
+    old = Journal(out_dir)
+    if not old.exists():
+        return
+    for r in old.rollback_pending(by="runner"):
+        log.warning("earlier run in %s left %s on %s: %s", out_dir, r.kind, r.target, r.outcome)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    old.path.rename(out_dir / f"faults-{stamp}.jsonl")
+
+
+# ------------------------------------------------------------------------- run
+def run(
+    name: str,
+    params: Mapping[str, Any],
+    out_dir: Path,
+    *,
+    execution_timeout_s: float | None = None,
+    progress: bool | None = None,
+) -> RunOutcome:
+    """Execute a runbook; write DIR/NAME.ipynb, DIR/NAME.html and DIR/result.json.
+
+    Whatever the ending, the faults the notebook journaled and did not revert are
+    reverted afterwards (see the module's docstring). ``execution_timeout_s`` bounds
+    each cell (papermill's execution_timeout). ``progress``: None shows papermill's
+    bar on a terminal and a line per cell otherwise, False shows nothing.
+    """
+    import nbformat
     import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     src = runbook_path(name)
     stem = src.stem
     values = validate(stem, params)
-    out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_out_dir(out_dir)
     nb_out = out_dir / f"{stem}.ipynb"
     result = out_dir / "result.json"
     result.unlink(missing_ok=True)
+    _retire_journal(out_dir)
     error: str | None = None
     usage = False
+    refused: str | None = None
+    interrupted: int | None = None
+    tty = progress is None and sys.stderr.isatty()
+    lines = None
+    if progress is not False and not tty:
+        lines = _Progress(stem, nbformat.read(src, as_version=4).cells)
+    old_env = os.environ.get(procedure.RUN_DIR_ENV)
+    os.environ[procedure.RUN_DIR_ENV] = str(out_dir)
     try:
-        papermill.execute_notebook(
-            str(src),
-            str(nb_out),
-            parameters={**values, "result_dir": str(out_dir)},
-            kernel_name="python3",
-            cwd=str(src.parent),
-            progress_bar=False,
-            log_output=False,
-        )
+        with _signals(_raise_interrupted):
+            papermill.execute_notebook(
+                str(src),
+                str(nb_out),
+                parameters={**values, "result_dir": str(out_dir)},
+                kernel_name="python3",
+                engine_name=_engine(lines),
+                cwd=str(src.parent),
+                progress_bar=tty,
+                log_output=False,
+                execution_timeout=int(math.ceil(execution_timeout_s))
+                if execution_timeout_s
+                else None,
+            )
     except PapermillExecutionError as exc:
         error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
         usage = exc.ename in _usage_error_names()
+        if exc.ename == PreflightFailed.__name__:
+            refused = str(exc.evalue)
         log.error("runbook %s failed at %s", stem, error)
-    html = render_html(nb_out)
-    if not result.exists():
-        # The notebook stopped before it could record its own result.
-        mode = str(values.get("mode", "incident"))
-        r = Run.start(stem, mode if mode in MODES else "drill", values)
-        r.fail("execute", error or "the runbook finished without writing result.json")
-        r.finish()
-        r.save(out_dir)
-    elif error:
-        doc = json.loads(result.read_text())
-        doc["verdict"] = "fail"
-        result.write_text(json.dumps(doc, indent=2) + "\n")
-    return RunOutcome(nb_out, html, result, Summary.from_file(result), usage)
+    except CellTimeoutError as exc:
+        error = f"a cell ran longer than {execution_timeout_s:g} s (execution timeout): {exc}"
+        log.error("runbook %s: %s", stem, error)
+    except DeadKernelError as exc:
+        error = f"the notebook's kernel died: {exc}"
+        log.error("runbook %s: %s", stem, error)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interrupted = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        error = f"interrupted by {signal.Signals(interrupted).name}"
+        log.error("runbook %s %s", stem, error)
+    except Exception as exc:  # noqa: BLE001 - whatever papermill raised: still roll back
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("runbook %s: %s", stem, error)
+    finally:
+        if old_env is None:
+            os.environ.pop(procedure.RUN_DIR_ENV, None)
+        else:
+            os.environ[procedure.RUN_DIR_ENV] = old_env
+    with _signals(_shield):
+        if error is not None:
+            _kill_kernels()
+            _kill_owners(Journal(out_dir))
+        _CLIENTS.clear()
+        rb = rollback(out_dir)
+        if rb is not None:
+            sys.stderr.write(f"faultbook: rollback: {rollback_summary(rb)}\n")
+            sys.stderr.flush()
+        html = _render_or_none(nb_out)
+        if not result.exists():
+            # The notebook stopped before it could record its own result.
+            mode = str(values.get("mode", "incident"))
+            r = Run.start(stem, mode if mode in MODES else "drill", values)
+            if refused:
+                r.fail("pre-flight", refused)
+            else:
+                r.fail("execute", error or "the runbook finished without writing result.json")
+            r.finish()
+            r.save(out_dir)
+        elif error:
+            doc = json.loads(result.read_text())
+            doc["verdict"] = "fail"
+            result.write_text(json.dumps(doc, indent=2) + "\n")
+        if rb is not None:
+            _record_rollback(result, rb)
+    return RunOutcome(
+        nb_out, html, result, Summary.from_file(result), usage, interrupted, rb, refused
+    )
+
+
+def _render_or_none(notebook: Path) -> Path:
+    """The HTML report; when papermill never wrote the notebook, a note instead."""
+    if notebook.exists():
+        try:
+            return render_html(notebook)
+        except Exception as exc:  # noqa: BLE001 - the HTML is a convenience; result.json counts
+            log.error("cannot render %s: %s", notebook, exc)
+    html = notebook.with_suffix(".html")
+    html.write_text("<p>the notebook was not executed; see result.json</p>\n")
+    return html
 
 
 def render_html(notebook: Path) -> Path:
