@@ -44,9 +44,11 @@ image: venv
 setup: apt venv image
 
 lint: venv
-	$(VENV)/bin/ruff check lib tests
-	$(VENV)/bin/ruff format --check lib tests
+	$(VENV)/bin/ruff check lib tests runbooks playbooks
+	$(VENV)/bin/ruff format --check lib tests runbooks playbooks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy playbooks/roles/haproxy/files/haproxy-server-state
+	$(VENV)/bin/mypy playbooks/roles/monitoring/files/faultbook-pgbackrest-metrics
 	cd playbooks && ANSIBLE_CONFIG=ansible.cfg ../$(VENV)/bin/ansible-playbook \
 	  -i ../inventories/lab/hosts.yml --syntax-check site.yml
 	$(VENV)/bin/ansible-lint --profile production playbooks/

@@ -17,6 +17,7 @@ import pytest
 
 from faultbook import inventory as inv_mod
 from faultbook.drills import procedure
+from faultbook.errors import FaultbookError
 from faultbook.lab.lab import Lab
 from faultbook.report import runner
 from faultbook.stack import failover, haproxy, vip
@@ -110,10 +111,11 @@ def test_bad_parameters_change_nothing(inv: inv_mod.Inventory, tmp_path: Path) -
     ]:
         try:
             outcome = runner.run("db-failover", runner.validate("db-failover", params), tmp_path)
-        except Exception as exc:  # a usage error before anything runs
-            assert needle in str(exc)
+        except FaultbookError as exc:  # a usage error before anything runs
+            assert exc.exit_code == 2 and needle in str(exc)
             continue
         doc = json.loads((tmp_path / "result.json").read_text())
-        assert outcome.exit_code != 0
+        # Found inside the notebook, before anything ran: a usage error, as `faultbook run` does.
+        assert outcome.exit_code == 2, (needle, outcome.exit_code)
         assert any(needle in s["detail"] for s in doc["steps"]), doc["steps"]
     assert procedure.steady_state(inv).primary == primary  # nothing was failed over

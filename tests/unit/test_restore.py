@@ -540,60 +540,57 @@ def test_rows_read_what_copy_prints() -> None:
 def test_no_rows_is_an_empty_frame_with_the_columns() -> None:
     df = repair._rows("\n")
     assert df.empty and list(df.columns) == repair.LEDGER_COLUMNS
-    assert repair.copy_back_sql(df) == []
+    assert repair.copy_back_csv(df) == ""
 
 
 @pytest.mark.parametrize(
-    ("value", "sql"),
+    ("value", "field"),
     [
-        (None, "NULL"),
-        (float("nan"), "NULL"),
-        (np.float64("nan"), "NULL"),
-        (42, "42"),
-        (0, "0"),
-        (np.int64(-7), "-7"),
-        ("O'Brien", "'O''Brien'"),
-        ("''", "''''''"),
-        ("123", "'123'"),
-        ("", "''"),
-        (pd.Timestamp("2026-11-27T21:11:31.479587Z"), "'2026-11-27T21:11:31.479587+00:00'"),
-        (datetime(2026, 11, 27, 21, 11, 31, tzinfo=UTC), "'2026-11-27 21:11:31+00:00'"),
+        (None, ""),
+        (float("nan"), ""),
+        (np.float64("nan"), ""),
+        (pd.NaT, ""),
+        (42, '"42"'),
+        (0, '"0"'),
+        (np.int64(-7), '"-7"'),
+        (1250.0, '"1250"'),
+        ("O'Brien", '"O\'Brien"'),
+        ('say "hi"', '"say ""hi"""'),
+        ("123", '"123"'),
+        ("", '""'),
+        ("NA", '"NA"'),
+        (pd.Timestamp("2026-11-27T21:11:31.479587Z"), '"2026-11-27T21:11:31.479587+00:00"'),
+        (datetime(2026, 11, 27, 21, 11, 31, tzinfo=UTC), '"2026-11-27T21:11:31+00:00"'),
     ],
 )
-def test_literal(value: Any, sql: str) -> None:
-    assert repair._literal(value) == sql
+def test_csv_field_keeps_null_apart_from_an_empty_string(value: Any, field: str) -> None:
+    assert repair._csv_field(value) == field
 
 
-def test_copy_back_puts_rows_back_with_their_ids() -> None:
-    (stmt,) = repair.copy_back_sql(repair._rows(COPY_CSV))
-    assert stmt == (
-        "INSERT INTO orders (id, idempotency_key, customer, amount_cents, created_at) VALUES "
-        "(7,'0b6f3c52-94f1-4d0e-9a8e-2f1b7d3c9e01','O''Brien',1250,"
-        "'2026-11-27T21:11:31.479587+00:00'),"
-        "(8,'5d1e0a7c-3b2f-4c8e-8d6a-1e9f0c4b2a77','Smith, J',0,"
-        "'2026-11-27T21:11:31.500000+00:00'),"
-        "(9,'c2a9e4f1-7d3b-4a6c-9e8f-0b1d2c3e4f5a','NA',99,'2026-11-27T21:11:32+00:00') "
-        "ON CONFLICT DO NOTHING"
-    )
+def test_copy_back_loads_rows_as_csv_data_never_as_sql() -> None:
+    rows = repair._rows(COPY_CSV)
+    data = repair.copy_back_input(rows).decode()
+    head, rest = data.split("FROM STDIN WITH (FORMAT csv);\n", 1)
+    csv_part, tail = rest.split("\\.\n", 1)
+    assert head.startswith("BEGIN;\nCREATE TEMP TABLE faultbook_copy_back (LIKE orders")
+    assert "ON CONFLICT DO NOTHING" in tail and tail.rstrip().endswith("COMMIT;")
+    # The CSV reads back as the very rows, every column.
+    back = repair._rows(csv_part)
+    pd.testing.assert_frame_equal(back, rows, check_dtype=False)
+    assert "O'Brien" in csv_part and "INSERT" not in csv_part
 
 
-def test_copy_back_writes_null_for_a_missing_value() -> None:
+def test_copy_back_of_no_rows_is_no_data() -> None:
+    assert repair.copy_back_csv(repair._rows("")) == ""
+
+
+def test_copy_back_refuses_the_end_of_data_marker_as_a_value() -> None:
     rows = restored([(1, "k1")])
-    rows["customer"] = [None]
-    (stmt,) = repair.copy_back_sql(rows)
-    assert "(1,'k1',NULL,100," in stmt
-
-
-def test_copy_back_chunks_of_1000_rows() -> None:
-    rows = restored([(i, f"k{i}") for i in range(1, 2501)])
-    stmts = repair.copy_back_sql(rows)
-    assert len(stmts) == 3
-    assert [s.count("),(") + 1 for s in stmts] == [1000, 1000, 500]
-    assert all(s.endswith(" ON CONFLICT DO NOTHING") for s in stmts)
-    assert all(s.startswith("INSERT INTO orders (id, ") for s in stmts)
-    assert "VALUES (1001,'k1001'," in stmts[1] and stmts[2].count("'k2500'") == 1
-    assert len(repair.copy_back_sql(rows.iloc[:1000])) == 1
-    assert len(repair.copy_back_sql(rows.iloc[:1001])) == 2
+    rows["customer"] = ["x"]
+    rows["idempotency_key"] = ["\\."]
+    assert "\\." in repair.copy_back_csv(rows)  # quoted inside a line: only data
+    rows = rows.iloc[:0]
+    assert repair.copy_back_csv(rows) == ""
 
 
 # ------------------------------------------------------------ scratch host

@@ -104,12 +104,18 @@ def bad_changes(
         raise UsageError(f"table name {table!r} is not a plain identifier")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db):
         raise UsageError(f"database name {db!r} is not a plain identifier")
-    dboid = psql.psql(inv, primary, f"SELECT oid FROM pg_database WHERE datname = '{db}'")
+    dboid = psql.psql(
+        inv, primary, "SELECT oid FROM pg_database WHERE datname = :'db'", params={"db": db}
+    )
     if not dboid.isdigit():
         raise BackupError(f"the primary {primary} has no database {db!r}")
     # The table may be gone (DROP TABLE): then only drops of the database's files count.
     relpath = psql.psql(
-        inv, primary, f"SELECT coalesce(pg_relation_filepath(to_regclass('{table}')), '')", db=db
+        inv,
+        primary,
+        "SELECT coalesce(pg_relation_filepath(to_regclass(:'table')), '')",
+        db=db,
+        params={"table": table},
     )
     tli = int(psql.psql(inv, primary, "SELECT timeline_id FROM pg_control_checkpoint()"))
     start = since_lsn

@@ -6,6 +6,7 @@ promoting the copy.
 
 from __future__ import annotations
 
+import numbers
 import shlex
 from datetime import UTC, datetime
 from typing import Any
@@ -23,16 +24,15 @@ def ledger_rows(
     inv: Inventory, host: str, since: datetime | None = None, db: str = "ledger"
 ) -> pd.DataFrame:
     """Rows of ``orders`` on ``host`` (created at or after ``since``): every column."""
-    where = ""
-    if since is not None:
-        where = f" WHERE created_at >= '{since.astimezone(UTC).isoformat()}'"
+    since = since or datetime(1970, 1, 1, tzinfo=UTC)
     out = psql.psql(
         inv,
         host,
         "COPY (SELECT id, idempotency_key, customer, amount_cents, created_at FROM orders"
-        f"{where} ORDER BY id) TO STDOUT WITH (FORMAT csv)",
+        " WHERE created_at >= :'since' ORDER BY id) TO STDOUT WITH (FORMAT csv)",
         db=db,
         timeout=300,
+        params={"since": since.astimezone(UTC).isoformat()},
     )
     return _rows(out)
 
@@ -73,52 +73,64 @@ def production_ids(inv: Inventory, primary: str, db: str = "ledger") -> set[int]
     return {int(x) for x in out.split()}
 
 
-def _literal(value: Any) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "NULL"
-    if isinstance(value, (int,)) or (hasattr(value, "dtype") and str(value).lstrip("-").isdigit()):
-        return str(int(value))
-    if isinstance(value, pd.Timestamp):
-        value = value.isoformat()
-    return "'" + str(value).replace("'", "''") + "'"
+# The copy-back, one transaction: the rows go into a temporary table as CSV (data, never
+# SQL text), then into orders; rows already there (a re-run, or the app retrying the same
+# idempotency key) are left alone, so the repair can be run again safely.
+_COPY_BACK_HEAD = """\
+BEGIN;
+CREATE TEMP TABLE faultbook_copy_back (LIKE orders INCLUDING DEFAULTS) ON COMMIT DROP;
+COPY faultbook_copy_back (id, idempotency_key, customer, amount_cents, created_at)
+  FROM STDIN WITH (FORMAT csv);
+"""
+_COPY_BACK_TAIL = """\
+INSERT INTO orders (id, idempotency_key, customer, amount_cents, created_at)
+  SELECT id, idempotency_key, customer, amount_cents, created_at FROM faultbook_copy_back
+  ON CONFLICT DO NOTHING;
+SELECT count(*) FROM orders JOIN faultbook_copy_back USING (id);
+COMMIT;
+"""
 
 
-def copy_back_sql(rows: pd.DataFrame) -> list[str]:
-    """INSERT statements (1000 rows each) that put ``rows`` back with their ids.
+def _csv_field(value: Any) -> str:
+    """One CSV field for COPY: NULL unquoted and empty, every value quoted (so an empty
+    string stays an empty string); whole numbers without a decimal point; times in UTC."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, datetime):  # pd.Timestamp is a datetime
+        value = pd.Timestamp(value).tz_convert(UTC).isoformat()
+    elif isinstance(value, numbers.Real) and float(value).is_integer():
+        value = int(float(value))
+    return '"' + str(value).replace('"', '""') + '"'
 
-    ``ON CONFLICT DO NOTHING``: a row already back (a re-run, or the app
-    retrying the same idempotency key) is left alone, so the repair can be
-    run again safely.
-    """
-    cols = ["id", "idempotency_key", "customer", "amount_cents", "created_at"]
-    out = []
-    records = rows[cols].to_dict("records")
-    for i in range(0, len(records), 1000):
-        values = ",".join(
-            "(" + ",".join(_literal(r[c]) for c in cols) + ")" for r in records[i : i + 1000]
-        )
-        out.append(f"INSERT INTO orders ({', '.join(cols)}) VALUES {values} ON CONFLICT DO NOTHING")
-    return out
+
+def copy_back_csv(rows: pd.DataFrame) -> str:
+    """``rows`` as the CSV the copy-back loads (every column, NULL as an empty field)."""
+    lines = [
+        ",".join(_csv_field(r[c]) for c in LEDGER_COLUMNS)
+        for r in rows[LEDGER_COLUMNS].to_dict("records")
+    ]
+    text = "".join(line + "\n" for line in lines)
+    if any(line == "\\." for line in lines):
+        raise FaultbookError("a row of the copy-back is the end-of-data marker '\\.'")
+    return text
+
+
+def copy_back_input(rows: pd.DataFrame) -> bytes:
+    """What psql reads on its standard input for the copy-back: SQL, the CSV data, SQL."""
+    return b"".join(
+        (_COPY_BACK_HEAD.encode(), copy_back_csv(rows).encode(), b"\\.\n", _COPY_BACK_TAIL.encode())
+    )
 
 
 def copy_back(inv: Inventory, primary: str, rows: pd.DataFrame, db: str = "ledger") -> int:
     """Insert ``rows`` into production's ``orders`` in one transaction; how many went in."""
     if rows.empty:
         return 0
-    statements = copy_back_sql(rows)
-    sql = "BEGIN;\n" + ";\n".join(statements) + ";\nCOMMIT;"
     cmd = (
-        f"cd /tmp && sudo -n -u postgres psql -X -q -v ON_ERROR_STOP=1 -d {shlex.quote(db)} "
-        "-f - && sudo -n -u postgres psql -X -A -t -d "
-        + shlex.quote(db)
-        + " -c "
-        + shlex.quote(
-            "SELECT count(*) FROM orders WHERE id = ANY(ARRAY["
-            + ",".join(str(int(i)) for i in rows["id"])
-            + "]::bigint[])"
-        )
+        "cd /tmp && sudo -n -u postgres psql -X -q -A -t -v ON_ERROR_STOP=1 "
+        f"-d {shlex.quote(db)} -f -"
     )
-    r = ssh.run(inv, primary, cmd, timeout=300, stdin=sql.encode())
+    r = ssh.run(inv, primary, cmd, timeout=300, stdin=copy_back_input(rows))
     if not r.ok:
         raise FaultbookError(f"copying rows back on {primary} failed: {r.stderr.strip()[:300]}")
     return int(r.stdout.strip().splitlines()[-1])

@@ -108,12 +108,22 @@ class Comparison:
         )
 
 
-def _digest_sql(before: datetime, below_xid: int | None = None) -> str:
-    older = f" AND xmin::text::bigint < {int(below_xid)}" if below_xid is not None else ""
-    return (
-        "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY id)), '') "
-        f"FROM orders t WHERE created_at < '{before.astimezone(UTC).isoformat()}'{older}"
-    )
+# Count and MD5 over every column, in id order, of the rows created before :'before'
+# and inserted by a transaction older than :below (the copy's next xid; no limit: -1).
+DIGEST_SQL = (
+    "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY id)), '') "
+    "FROM orders t WHERE created_at < :'before' "
+    "AND (:below < 0 OR xmin::text::bigint < :below)"
+)
+
+
+def _digest(
+    inv: Inventory, host: str, before: datetime, db: str, below_xid: int | None = None
+) -> list[str]:
+    params = {"before": before.astimezone(UTC).isoformat(), "below": int(below_xid or -1)}
+    if below_xid is None:
+        params["below"] = -1
+    return psql.psql(inv, host, DIGEST_SQL, db=db, timeout=600, params=params).split("|")
 
 
 NEXT_XID_SQL = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
@@ -143,12 +153,8 @@ def compare(
         prim_next = int(psql.psql(inv, primary, NEXT_XID_SQL, db=db))
         if copy_next >> 32 == prim_next >> 32:
             below = copy_next & 0xFFFFFFFF
-    r_out = (
-        psql.psql(inv, host, _digest_sql(before), db=db, timeout=600).split("|")
-        if exists
-        else ["0", ""]
-    )
-    p_out = psql.psql(inv, primary, _digest_sql(before, below), db=db, timeout=600).split("|")
+    r_out = _digest(inv, host, before, db) if exists else ["0", ""]
+    p_out = _digest(inv, primary, before, db, below)
     later = ledger_rows(inv, host, since=before, db=db) if exists else _rows("")
     missing: tuple[int, ...] = ()
     if len(later):

@@ -103,7 +103,7 @@ def lab_ssh(host: str, command: tuple[str, ...]) -> None:
 
     lab_ = _lab()
     argv = ssh.ssh_argv(lab_.inv, host, list(command) or None)
-    os.execvp(argv[0], argv)
+    os.execvp(argv[0], argv)  # noqa: S606 - replaces this process with ssh, on purpose
 
 
 @lab.command("crash")

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from faultbook.backup import targets
-from faultbook.backup.repair import _literal
 from faultbook.backup.targets import as_target_time
 from faultbook.errors import UsageError
 from faultbook.inventory import Inventory
@@ -52,11 +51,15 @@ def bad_change(
     time just before it ran.
     """
     at = datetime.now(UTC)
-    sql = (
-        f"DELETE FROM orders WHERE customer = {_literal(customer)} "
-        f"AND created_at >= '{since.astimezone(UTC).isoformat()}' AND id % 3 = 0 RETURNING id"
+    out = psql.psql(
+        inv,
+        primary,
+        "DELETE FROM orders WHERE customer = :'customer' AND created_at >= :'since' "
+        "AND id % 3 = 0 RETURNING id",
+        db="ledger",
+        timeout=60,
+        params={"customer": customer, "since": since.astimezone(UTC).isoformat()},
     )
-    out = psql.psql(inv, primary, sql, db="ledger", timeout=60)
     # One id per line; psql ends with the command tag ("DELETE 57"), not an id.
     ids = {int(line) for line in out.splitlines() if line.strip().isdigit()}
     return ids, at

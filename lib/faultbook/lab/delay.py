@@ -126,7 +126,7 @@ def serve(queue: int, delay_s: float, loss: float, rng: random.Random) -> None:
             + _attr(NFQA_CFG_MASK, struct.pack("!I", NFQA_CFG_F_FAIL_OPEN)),
         )
     )
-    print("ready", flush=True)
+    print("ready", flush=True)  # noqa: T201 - the handshake its parent reads on stdout
     pending: collections.deque[tuple[float, int]] = collections.deque()
     stop = False
 

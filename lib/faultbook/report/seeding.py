@@ -30,17 +30,18 @@ def seed_volume(inv: Inventory, primary: str, mib: float, db: str = SEED_DB) -> 
     if not 1 <= mib <= 1024 * 1024:
         raise UsageError(f"seed size must be between 1 MiB and 1 TiB, got {mib!r} MiB")
     scale = max(1, int(-(-mib // SEED_MIB_PER_SCALE)))
-    exists = psql.psql(inv, primary, f"SELECT 1 FROM pg_database WHERE datname = '{db}'")
+    name = {"db": db}
+    exists = psql.psql(inv, primary, "SELECT 1 FROM pg_database WHERE datname = :'db'", params=name)
     if not exists:
-        psql.psql(inv, primary, f"CREATE DATABASE {db}")
-    size = int(psql.psql(inv, primary, f"SELECT pg_database_size('{db}')"))
+        psql.psql(inv, primary, 'CREATE DATABASE :"db"', params=name)
+    size = int(psql.psql(inv, primary, "SELECT pg_database_size(:'db')", params=name))
     if size >= mib * 1024 * 1024:
         return size
     cmd = f"cd /tmp && sudo -n -u postgres {PG_BIN}/pgbench -i -q -I dtGvp -s {scale} {db}"
     r = ssh.run(inv, primary, cmd, timeout=3600)
     if not r.ok:
         raise FaultbookError(f"pgbench -i on {primary} failed: {r.stderr.strip()[-300:]}")
-    return int(psql.psql(inv, primary, f"SELECT pg_database_size('{db}')"))
+    return int(psql.psql(inv, primary, "SELECT pg_database_size(:'db')", params=name))
 
 
 def drop_caches(inv: Inventory, host: str) -> None:

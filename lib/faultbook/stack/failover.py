@@ -314,14 +314,26 @@ def present_ids(inv: Inventory, primary: str, ids: Iterable[int]) -> set[int]:
     wanted = sorted(set(int(i) for i in ids))
     if not wanted:
         return set()
-    sql = f"SELECT id FROM orders WHERE id BETWEEN {wanted[0]} AND {wanted[-1]}"
-    out = psql.psql(inv, primary, sql, db="ledger", timeout=60)
+    out = psql.psql(
+        inv,
+        primary,
+        "SELECT id FROM orders WHERE id BETWEEN :lo AND :hi",
+        db="ledger",
+        timeout=60,
+        params={"lo": int(wanted[0]), "hi": int(wanted[-1])},
+    )
     return {int(x) for x in out.split()} & set(wanted)
 
 
 def old_timeline_rows(inv: Inventory, host: str, since_id: int) -> set[int]:
     """Ids above SINCE_ID in HOST's ledger (used before a rewind, on a healed old primary)."""
-    out = psql.psql(inv, host, f"SELECT id FROM orders WHERE id > {int(since_id)}", db="ledger")
+    out = psql.psql(
+        inv,
+        host,
+        "SELECT id FROM orders WHERE id > :since",
+        db="ledger",
+        params={"since": int(since_id)},
+    )
     return {int(x) for x in out.split()}
 
 

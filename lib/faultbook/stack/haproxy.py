@@ -53,7 +53,7 @@ STATS_PORT = 8404
 STATS_USER = "admin"
 
 
-PASSWORD_VAR = "vault_haproxy_stats_password"
+PASSWORD_VAR = "vault_haproxy_stats_password"  # noqa: S105 - the name of a vault variable
 
 
 # Prometheus job that scrapes HAProxy's exporter (role monitoring).

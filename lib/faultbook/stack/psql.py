@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 
 from faultbook import ssh
 from faultbook.errors import FaultbookError, ParseError, SSHError, StackError
@@ -28,13 +29,28 @@ def format_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
-def psql(inv: Inventory, host: str, sql: str, db: str = "postgres", timeout: float = 15) -> str:
-    """Run SQL as the postgres superuser over the local socket on a db host; tuples only."""
-    cmd = (
-        f"cd /tmp && sudo -u postgres psql -X -A -t -v ON_ERROR_STOP=1 -d {shlex.quote(db)} "
-        f"-c {shlex.quote(sql)}"
-    )
-    r = ssh.run(inv, host, cmd, timeout=timeout)
+def psql(
+    inv: Inventory,
+    host: str,
+    sql: str,
+    db: str = "postgres",
+    timeout: float = 15,
+    params: Mapping[str, object] | None = None,
+) -> str:
+    """Run SQL as the postgres superuser over the local socket on a db host; tuples only.
+
+    Values never go into the SQL text: ``params`` become psql variables, and the SQL
+    refers to them as ``:'name'`` (a quoted literal), ``:"name"`` (a quoted
+    identifier) or ``:name`` (as is: only for numbers). psql quotes them itself, so
+    a value holding a quote is data, not SQL. With ``params`` the SQL is read from
+    standard input (psql does not interpolate variables in ``-c``).
+    """
+    base = f"cd /tmp && sudo -u postgres psql -X -A -t -v ON_ERROR_STOP=1 -d {shlex.quote(db)}"
+    if params:
+        names = "".join(f" -v {shlex.quote(f'{k}={v}')}" for k, v in params.items())
+        r = ssh.run(inv, host, f"{base}{names} -f -", timeout=timeout, stdin=sql.encode())
+    else:
+        r = ssh.run(inv, host, f"{base} -c {shlex.quote(sql)}", timeout=timeout)
     if not r.ok:
         raise StackError(f"psql on {host} failed: {r.stderr.strip()}")
     return r.stdout.strip()
