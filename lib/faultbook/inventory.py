@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from faultbook.errors import InventoryError
-from faultbook.paths import INVENTORIES_DIR, LAB_INVENTORY, faultbook_home
+from faultbook.paths import INVENTORIES_DIR, LAB_INVENTORY, lab_state_dir
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ def connection(inv: Inventory) -> Connection:
     """SSH settings for an inventory; the lab's key and known_hosts live in FAULTBOOK_HOME."""
     user = str(inv.vars.get("ansible_user", "deploy"))
     if inv.is_lab:
-        ssh_dir = faultbook_home() / "lab" / "ssh"
+        ssh_dir = lab_state_dir() / "ssh"
         return Connection(user, ssh_dir / "id_ed25519", ssh_dir / "known_hosts")
     key = inv.vars.get("ansible_ssh_private_key_file")
     known = inv.vars.get("faultbook_known_hosts", "~/.ssh/known_hosts")

@@ -31,7 +31,7 @@ from faultbook import secrets, ssh
 from faultbook.errors import ConfigError, LabBusy, LabError, SSHError, UsageError
 from faultbook.inventory import Inventory
 from faultbook.lab import image, machine, net
-from faultbook.paths import LAB_INVENTORY, faultbook_home
+from faultbook.paths import LAB_INVENTORY, faultbook_home, lab_state_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Lab:
                 f"{image.DEPLOY_USER!r}"
             )
         self.home = faultbook_home()
-        self.dir = self.home / "lab"
+        self.dir = lab_state_dir()
         self.ssh_dir = self.dir / "ssh"
 
     # ----------------------------------------------------------------- helpers
