@@ -63,3 +63,14 @@ def poll(
                 why += f"; last error: {last_error}"
             raise error(f"{what} not met within {timeout_s:g} s{why}")
         time.sleep(min(interval_s, remaining))
+
+
+def until(check: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
+    """``poll`` for a yes/no condition that is no error when it times out: whether
+    ``check()`` became true within ``timeout_s`` (it is always asked at least once)."""
+    try:
+        return poll(
+            lambda _t: True if check() else None, timeout_s, what="condition", interval_s=interval_s
+        )
+    except ConditionTimeout:
+        return False

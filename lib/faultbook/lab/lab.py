@@ -28,10 +28,18 @@ from typing import Any
 
 from faultbook import inventory as inventory_mod
 from faultbook import secrets, ssh
-from faultbook.errors import ConfigError, LabBusy, LabError, SSHError, UsageError
+from faultbook.errors import (
+    ConditionTimeout,
+    ConfigError,
+    LabBusy,
+    LabError,
+    SSHError,
+    UsageError,
+)
 from faultbook.inventory import Inventory
 from faultbook.lab import image, machine, net
 from faultbook.paths import LAB_INVENTORY, faultbook_home, lab_state_dir
+from faultbook.poll import poll, until
 
 log = logging.getLogger(__name__)
 
@@ -187,33 +195,38 @@ class Lab:
         """
 
         def one(host: str) -> str | None:
-            deadline = time.monotonic() + timeout
-            last = "no answer"
-            while time.monotonic() < deadline:
+            last = ["no answer"]
+            started = time.monotonic()
+
+            def attempt(_t: float) -> tuple[str | None] | None:
                 if self.pid(host) is None:
-                    return f"{host}: its nspawn process exited (see {self.dirs(host).log})"
-                left = max(1.0, deadline - time.monotonic())
+                    return (f"{host}: its nspawn process exited (see {self.dirs(host).log})",)
+                left = max(1.0, timeout - (time.monotonic() - started))
                 try:
                     r = ssh.run(
                         self.inv,
                         host,
                         f"timeout {int(left)} systemctl is-system-running --wait; "
                         "systemctl --failed --plain --no-legend | awk '{print $1}'",
-                        timeout=min(5.0, left) if last == "no answer" else left + 5,
+                        timeout=min(5.0, left) if last[0] == "no answer" else left + 5,
                     )
                 except SSHError as exc:
-                    last = exc.message
-                    time.sleep(0.3)
-                    continue
+                    last[0] = exc.message
+                    return None
                 lines = r.stdout.split()
                 state = lines[0] if lines else "unknown"
                 if state == "running":
-                    return None
+                    return (None,)
                 if state == "degraded":
-                    return f"{host}: systemd is degraded; failed units: {', '.join(lines[1:])}"
-                last = f"systemd state {state}"
-                time.sleep(0.3)
-            return f"{host}: not ready after {timeout:g}s ({last})"
+                    failed = ", ".join(lines[1:])
+                    return (f"{host}: systemd is degraded; failed units: {failed}",)
+                last[0] = f"systemd state {state}"
+                return None
+
+            try:
+                return poll(attempt, timeout, what=f"{host} ready", interval_s=0.3)[0]
+            except ConditionTimeout:
+                return f"{host}: not ready after {timeout:g}s ({last[0]})"
 
         with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
             problems = [p for p in pool.map(one, hosts) if p]
@@ -255,10 +268,8 @@ class Lab:
             hosts = {h: (self.dirs(h).root, pidns.get(h)) for h in self.inv.hosts}
             left = machine.wait_processes_gone(lambda: machine.processes(hosts), exit_timeout)
             # A killed host's network namespace (and so its veth) goes away asynchronously.
-            deadline = time.monotonic() + 5
             ours = {net.veth_name(h) for h in self.inv.hosts}
-            while ours & set(net.veths()) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            until(lambda: not ours & set(net.veths()), 5)
             for veth in ours & set(net.veths()):
                 net.delete_link(veth)
             for host in self.inv.hosts:

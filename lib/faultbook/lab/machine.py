@@ -19,6 +19,7 @@ from pathlib import Path
 
 from faultbook.errors import LabError
 from faultbook.lab import net
+from faultbook.poll import until
 
 log = logging.getLogger(__name__)
 
@@ -263,15 +264,15 @@ def start(name: str, dirs: HostDirs, bridge: str) -> int:
     if launcher.returncode != 0 or not launcher.stdout.strip().isdigit():
         raise LabError(f"{name}: cannot start systemd-nspawn: {launcher.stderr.strip()}")
     pid = int(launcher.stdout.strip())
+
     # Wait for the veth so the caller can rely on the link existing.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def linked() -> bool:
         if not _alive(pid):
             tail = dirs.log.read_text(errors="replace").strip().splitlines()[-3:]
             raise LabError(f"{name}: systemd-nspawn exited at once: {' | '.join(tail)}")
-        if net.link_exists(net.veth_name(name)):
-            break
-        time.sleep(0.05)
+        return net.link_exists(net.veth_name(name))
+
+    until(linked, 10, interval_s=0.05)
     return pid
 
 
@@ -285,14 +286,12 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def gone() -> bool:
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return not _alive(pid)
+            os.waitpid(pid, os.WNOHANG)  # reap our own child, or it stays a zombie
+        return not _alive(pid)
+
+    return until(gone, timeout, interval_s=0.05)
 
 
 def crash(nspawn_pid: int) -> None:
@@ -385,25 +384,21 @@ def wait_processes_gone(
     def left() -> dict[str, set[int]]:
         return {h: set(p) for h, p in find().items() if p}
 
-    deadline = time.monotonic() + timeout
-    remaining = left()
-    while remaining and time.monotonic() < deadline:
-        time.sleep(poll)
-        remaining = left()
-    if not remaining:
+    if until(lambda: not left(), timeout, interval_s=poll):
         return {}
+    remaining = left()
     log.warning(
         "lab: %s still running after %.0fs; killing them",
         ", ".join(f"{h} (pids {', '.join(map(str, sorted(p)))})" for h, p in remaining.items()),
         timeout,
     )
-    deadline = time.monotonic() + kill_timeout
-    while True:
-        for pids in remaining.values():
+
+    def killed() -> bool:
+        for pids in left().values():
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)  # a zombie counts as gone (see _alive)
-        time.sleep(poll)
-        remaining = left()
-        if not remaining or time.monotonic() >= deadline:
-            return remaining
+        return not left()
+
+    until(killed, kill_timeout, interval_s=poll)
+    return left()
