@@ -146,37 +146,42 @@ def web_status(inventory: str) -> None:
     click.echo(haproxy.failed_backends(inv).summary())
 
 
-@web.command("drain")
-@click.argument("host")
-@inventory_option
-def web_drain(host: str, inventory: str) -> None:
-    """Take HOST out of rotation on every load balancer (both backends)."""
-    from faultbook.stack import haproxy
+# The web node procedures: (command, haproxy function, what it says when done, help).
+WEB_PROCEDURES = (
+    (
+        "drain",
+        "drain",
+        "drained",
+        "Take HOST out of rotation on every load balancer (both backends).",
+    ),
+    (
+        "recover",
+        "recover",
+        "answers /readyz",
+        "Restart the app on HOST if it is not healthy; wait for /readyz.",
+    ),
+    (
+        "enable",
+        "enable",
+        "is UP",
+        "Put HOST back in rotation and wait until HAProxy reports it UP.",
+    ),
+)
 
-    haproxy.drain(load_inventory(inventory), host)
-    click.echo(f"{host} drained")
+
+def _web_procedure(name: str, function: str, done: str, doc: str) -> None:
+    @web.command(name, help=doc)
+    @click.argument("host")
+    @inventory_option
+    def command(host: str, inventory: str) -> None:
+        from faultbook.stack import haproxy
+
+        getattr(haproxy, function)(load_inventory(inventory), host)
+        click.echo(f"{host} {done}")
 
 
-@web.command("recover")
-@click.argument("host")
-@inventory_option
-def web_recover(host: str, inventory: str) -> None:
-    """Restart the app on HOST if it is not healthy; wait for /readyz."""
-    from faultbook.stack import haproxy
-
-    haproxy.recover(load_inventory(inventory), host)
-    click.echo(f"{host} answers /readyz")
-
-
-@web.command("enable")
-@click.argument("host")
-@inventory_option
-def web_enable(host: str, inventory: str) -> None:
-    """Put HOST back in rotation and wait until HAProxy reports it UP."""
-    from faultbook.stack import haproxy
-
-    haproxy.enable(load_inventory(inventory), host)
-    click.echo(f"{host} is UP")
+for _procedure in WEB_PROCEDURES:
+    _web_procedure(*_procedure)
 
 
 @main.group(cls=_Group)
