@@ -32,7 +32,11 @@ def run_cmd(runbook: str, params: tuple[tuple[str, str], ...], out_dir: str | No
 
     \b
     Writes DIR/RUNBOOK.ipynb (executed), DIR/RUNBOOK.html and DIR/result.json.
-    Exit status: 0 verdict pass, 1 objective missed or step failed, 2 usage error.
+    Whatever the ending (a failed cell, Ctrl-C, SIGTERM, a dead kernel), every
+    fault the drill journaled (DIR/faults.jsonl) and did not revert is reverted
+    afterwards, and result.json records the rollback.
+    Exit status: 0 verdict pass, 1 objective missed, step failed, pre-flight
+    refused or rollback needed, 2 usage error, 130/143 interrupted (SIGINT/SIGTERM).
     `faultbook runbooks` lists the runbooks and their parameters.
     """
     from datetime import UTC, datetime
@@ -45,9 +49,12 @@ def run_cmd(runbook: str, params: tuple[tuple[str, str], ...], out_dir: str | No
     if out_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         out_dir = str(Path("reports") / f"{path.stem}-{stamp}")
+    out = runner.prepare_out_dir(out_dir)  # a one-line usage error when it cannot be made
     click.echo(f"running {path.stem} -> {out_dir}")
-    outcome = runner.run(path.stem, values, Path(out_dir))
+    outcome = runner.run(path.stem, values, out)
     s = outcome.summary
+    if outcome.refused:
+        click.echo(f"faultbook: drill refused: {outcome.refused}", err=True)
     click.echo(f"verdict: {s.verdict.upper()}")
     for line in s.failed_steps + s.missed_objectives:
         click.echo(f"  - {line}")

@@ -80,6 +80,9 @@ class Fault:
             raise ParameterError(f"fault max_s must be in (0, 3600] seconds, got {self.max_s!r}")
 
     # ------------------------------------------------------------------ public
+    def prepare(self) -> None:
+        """Called before the fault is journaled: note what a rollback must restore."""
+
     def inject(self) -> None:
         if self.injected_at is not None and self.reverted_at is None:
             raise FaultError(f"{self.describe()} is already injected")
@@ -195,12 +198,43 @@ class Fault:
         return f"systemctl stop {unit}.timer >/dev/null 2>&1 || true"
 
 
+# Services a rollback does not start again after a boot: transient or per-login units.
+_NOT_RESTARTED = ("faultbook-revert-", "user@", "user-runtime-dir@", "session-")
+
+
 @dataclass
 class HostCrash(Fault):
-    """Power loss: the whole machine dies at once. Revert boots it, disk intact."""
+    """Power loss: the whole machine dies at once. Revert boots it, disk intact.
+
+    ``units``: the services that ran before the crash (``prepare`` lists them
+    over SSH). A drill's own revert only boots the host (its procedure decides
+    what runs on it, e.g. a rejoin); a rollback (``rollback()``) also starts
+    those of them that did not come back by themselves, through systemd, so a
+    unit's own guards (PostgreSQL's start guard) still apply.
+    """
 
     kind: ClassVar[str] = "host-crash"
     needs_lab: ClassVar[bool] = True
+    units: list[str] = field(default_factory=list)
+
+    def prepare(self) -> None:
+        if self.units:
+            return
+        try:
+            out = self._ssh(
+                "systemctl list-units --type=service --state=running --no-legend --plain", 10
+            )
+        except FaultbookError as exc:
+            log.warning("%s: cannot list its running services (%s)", self.describe(), exc)
+            return
+        names = [line.split()[0] for line in out.splitlines() if line.strip()]
+        self.units = [
+            u
+            for u in names
+            if u.endswith(".service")
+            and not u.startswith(_NOT_RESTARTED)
+            and not any(c in u for c in " ;|&$`'\"\n")
+        ]
 
     def _inject(self) -> None:
         self._lab().crash(self.target)
@@ -210,6 +244,33 @@ class HostCrash(Fault):
 
     def in_effect(self) -> bool:
         return self._lab().pid(self.target) is None
+
+    def rollback(self) -> tuple[str, str]:
+        outcome, detail = super().rollback()
+        if outcome == "reverted" and self.units:
+            detail += "; " + self._start_units()
+        return outcome, detail
+
+    def _start_units(self) -> str:
+        """Start the services that ran before the crash and did not come back at boot."""
+        script = (
+            f"for u in {' '.join(shlex.quote(u) for u in self.units)}; do "
+            'systemctl is-active -q "$u" && continue; '
+            'if systemctl start "$u" 2>/dev/null; then echo "started $u"; '
+            'else echo "FAILED $u: $(systemctl show -P Result "$u")"; fi; done'
+        )
+        try:
+            out = self._ssh(script, 120).split("\n")
+        except FaultbookError as exc:
+            return f"its services were not started: {exc}"
+        started = [ln.split(" ", 1)[1] for ln in out if ln.startswith("started ")]
+        failed = [ln.split(" ", 1)[1] for ln in out if ln.startswith("FAILED ")]
+        parts = []
+        if started:
+            parts.append("started " + ", ".join(started))
+        if failed:
+            parts.append("did not start: " + "; ".join(failed))
+        return "; ".join(parts) or "its services came back at boot"
 
     def _clear_state(self) -> str:
         return f"{self.target} is running"

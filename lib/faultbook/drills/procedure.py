@@ -295,6 +295,7 @@ class Procedure:
         """
         self._require_preflight()
         self.fault = fault
+        fault.prepare()
         j = self.journal
         self.entry = entry = j.intent(
             fault, max_s if max_s is not None else self.fault_budget_s(fault)

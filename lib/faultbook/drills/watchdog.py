@@ -120,7 +120,9 @@ def watch(journal: Journal, entry_id: str, interval_s: float = INTERVAL_S) -> st
         if why == "deadline"
         else f"its owner (pid {entry.owner.get('pid')}) is gone"
     )
-    return f"{reason}: {r.kind} on {r.target}: {r.outcome}: {r.detail}"
+    if r.by != "watchdog":
+        return f"{reason}, but {r.by} had reverted it meanwhile ({r.outcome}): {r.detail}"
+    return f"{reason}: rolled back: {r.outcome}: {r.detail}"
 
 
 def _detach(directory: str, entry_id: str) -> None:

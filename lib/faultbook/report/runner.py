@@ -252,11 +252,15 @@ def cell_label(source: str) -> str:
 class _Progress:
     """One line per executed code cell on stderr (papermill's bar covers terminals)."""
 
-    def __init__(self, stem: str, cells: list[Any], stream: Any = None) -> None:
+    def __init__(self, stem: str, stream: Any = None) -> None:
         self.stem = stem
-        self.code = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"]
+        self.code: list[int] = []
         self.stream = stream or sys.stderr
         self.t0 = time.monotonic()
+
+    def bind(self, cells: list[Any]) -> None:
+        """The notebook as executed (papermill has added its injected-parameters cell)."""
+        self.code = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"]
 
     def cell(self, index: int, source: str) -> None:
         if index not in self.code:
@@ -295,6 +299,7 @@ def _engine(progress: _Progress | None) -> str:
             **kwargs: Any,
         ) -> Any:
             if progress is not None:
+                progress.bind(list(nb_man.nb.cells))
                 start = nb_man.cell_start
 
                 def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
@@ -448,6 +453,23 @@ def _steady(entries: list[Entry]) -> dict[str, Any]:
     }
 
 
+def journaled_fault(out_dir: Path) -> dict[str, Any] | None:
+    """result.json's ``fault`` from the journal (its last fault), for a result the runner
+    writes because the notebook could not."""
+    entries = Journal(out_dir).entries()
+    if not entries:
+        return None
+    e = entries[-1]
+    return {
+        "kind": e.kind,
+        "target": e.target,
+        "injected_at": e.injected_at,
+        "reverted_at": e.reverted_at,
+        "detail": e.describe()
+        + (f" (injection failed: {e.inject_error})" if e.inject_error else ""),
+    }
+
+
 def rollback_summary(rb: Mapping[str, Any]) -> str:
     faults = "; ".join(
         f"{f['kind']} on {f['target']}: {f['outcome']}" + (f" by {f['by']}" if f.get("by") else "")
@@ -507,7 +529,6 @@ def run(
     each cell (papermill's execution_timeout). ``progress``: None shows papermill's
     bar on a terminal and a line per cell otherwise, False shows nothing.
     """
-    import nbformat
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -527,7 +548,7 @@ def run(
     tty = progress is None and sys.stderr.isatty()
     lines = None
     if progress is not False and not tty:
-        lines = _Progress(stem, nbformat.read(src, as_version=4).cells)
+        lines = _Progress(stem)
     old_env = os.environ.get(procedure.RUN_DIR_ENV)
     os.environ[procedure.RUN_DIR_ENV] = str(out_dir)
     try:
@@ -549,7 +570,7 @@ def run(
         error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
         usage = exc.ename in _usage_error_names()
         if exc.ename == PreflightFailed.__name__:
-            refused = str(exc.evalue)
+            refused = str(exc.evalue).removeprefix("pre-flight: ")
         log.error("runbook %s failed at %s", stem, error)
     except CellTimeoutError as exc:
         error = f"a cell ran longer than {execution_timeout_s:g} s (execution timeout): {exc}"
@@ -583,6 +604,7 @@ def run(
             # The notebook stopped before it could record its own result.
             mode = str(values.get("mode", "incident"))
             r = Run.start(stem, mode if mode in MODES else "drill", values)
+            r.fault = journaled_fault(out_dir)
             if refused:
                 r.fail("pre-flight", refused)
             else:
