@@ -94,3 +94,31 @@ def test_partition_ruleset_keeps_only_controller_ssh() -> None:
     assert "ip saddr 10.0.0.5 tcp dport 22 accept" in rules
     assert "ip daddr 10.0.0.5 tcp sport 22 accept" in rules
     assert rules.count("accept") == 4  # loopback in/out and the controller's SSH
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("host-crash", {"units": ["ledger.service"]}),
+        ("service-kill", {"unit": "ledger.service"}),
+        ("service-stop", {"unit": "ledger.service", "max_s": 60}),
+        ("process-freeze", {"unit": "ledger.service"}),
+        ("partition", {}),
+        ("delay-loss", {"delay_ms": 50, "loss_pct": 5, "interface": "eth1"}),
+    ],
+)
+def test_a_fault_rebuilds_from_its_spec(
+    lab: inv_mod.Inventory, kind: str, options: dict[str, object]
+) -> None:
+    f = faults.make(kind, lab, "web1", **options)
+    g = faults.make(kind, lab, "web1", **f.spec())
+    assert type(g) is type(f) and g.spec() == f.spec() and g.describe() == f.describe()
+    assert g.injected_at is None  # rebuilt, not injected: rollback() probes instead
+
+
+def test_lab_side_faults(lab: inv_mod.Inventory, real: inv_mod.Inventory) -> None:
+    assert faults.make("host-crash", lab, "web1").lab_side
+    assert faults.make("partition", lab, "web1").lab_side
+    assert faults.make("delay-loss", lab, "web1").lab_side
+    assert not faults.make("partition", real, "app1").lab_side  # an nftables table + timer
+    assert not faults.make("service-stop", lab, "web1", unit="ledger.service").lab_side
