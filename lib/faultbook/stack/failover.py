@@ -25,17 +25,13 @@ import pandas as pd
 import requests
 
 from faultbook import ansible, ssh
-from faultbook.errors import FaultbookError, InventoryError, SSHError
+from faultbook.errors import FaultbookError, InventoryError, PromotionRefused, SSHError
 from faultbook.inventory import Inventory
 from faultbook.poll import poll
 from faultbook.stack import http, psql
 from faultbook.stack.psql import parse_lsn
 
 log = logging.getLogger(__name__)
-
-
-class PromotionRefused(FaultbookError):
-    """No standby can be shown to hold every acknowledged commit (or the old one still runs)."""
 
 
 # One query per db host; every column is text so parsing is the same for all.

@@ -9,7 +9,7 @@ import pandas as pd
 
 from faultbook import inventory as inventory_mod
 from faultbook import ssh
-from faultbook.errors import FaultbookError, ParameterError, SSHError
+from faultbook.errors import ParameterError, SSHError, VerdictFailed
 from faultbook.inventory import Inventory
 from faultbook.results import Run
 
@@ -140,10 +140,6 @@ def verdict(df: pd.DataFrame) -> Verdict:
         elif r.hostname != r.host:
             problems.append(f"{r.host} answers as {r.hostname!r}")
     return Verdict(not problems, problems)
-
-
-class VerdictFailed(FaultbookError):
-    """A runbook's final check failed; the message says why."""
 
 
 def record(run: Run, df: pd.DataFrame) -> Verdict:
