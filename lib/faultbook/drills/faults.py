@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from faultbook import ssh
-from faultbook.errors import FaultbookError, ParameterError, UsageError
+from faultbook.errors import FaultbookError, FaultError, ParameterError, UsageError
 from faultbook.inventory import Inventory
 from faultbook.results import iso
 
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 
 # The nftables table a partition adds on a real host (deleted on revert).
 PARTITION_TABLE = "faultbook_partition"
-
-
-class FaultError(FaultbookError):
-    """A fault could not be injected or reverted."""
 
 
 def _now() -> datetime:
