@@ -336,3 +336,23 @@ def test_detached_watchdog_process_ends_by_itself(tmp_path: Path, lab: inv_mod.I
     poll(lambda _t: journal.process_start(pid) is None or None, 30, what="the watchdog exits")
     log = watchdog.log_path(tmp_path, e).read_text()
     assert "the deadline passed" in log and "exiting" in log
+
+
+def test_a_run_that_ended_badly_gets_a_steady_state_check(
+    tmp_path: Path, lab: inv_mod.Inventory
+) -> None:
+    j = journal.Journal(tmp_path)
+    e = j.intent(Fake(lab, "db1"))
+    j.reverted(e, "procedure")  # reverted by the drill, which then died in a later cell
+    assert runner.rollback(tmp_path) is None  # a normal ending: nothing to say
+    rb = runner.rollback(
+        tmp_path, ended_badly=True, steady=lambda e: {"ok": False, "detail": "db1 is down"}
+    )
+    assert rb == {"faults": [], "steady_state": {"ok": False, "detail": "db1 is down"}}
+    assert "nothing left to revert" in runner.rollback_summary(rb)
+    r = Run.start("db-failover", "drill", {})
+    r.finish()
+    r.save(tmp_path)
+    runner._record_rollback(tmp_path / "result.json", rb)
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert doc["steps"][-1]["status"] == "failed" and validate(doc) == []

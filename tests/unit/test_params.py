@@ -144,3 +144,14 @@ def test_progress_prints_a_line_per_code_cell() -> None:
     assert len(got) == 2
     assert got[0].startswith("faultbook: db-failover: cell 1/2") and got[0].endswith("detect")
     assert got[1].endswith("p.check()")
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "0", "-5"])
+def test_cell_timeout_must_be_positive_and_finite(bad: str) -> None:
+    from click.testing import CliRunner
+
+    from faultbook import cli
+
+    res = CliRunner().invoke(cli.main, ["run", "health-check", "--cell-timeout", bad])
+    assert res.exit_code == 2
+    assert "--cell-timeout must be a number of seconds > 0" in res.output

@@ -27,7 +27,20 @@ from faultbook.cli.base import main
     default=None,
     help="Report directory [default: reports/RUNBOOK-<UTC time>].",
 )
-def run_cmd(runbook: str, params: tuple[tuple[str, str], ...], out_dir: str | None) -> None:
+@click.option(
+    "--cell-timeout",
+    "cell_timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Stop the runbook when one cell runs longer (then roll back) [default: no limit].",
+)
+def run_cmd(
+    runbook: str,
+    params: tuple[tuple[str, str], ...],
+    out_dir: str | None,
+    cell_timeout: float | None,
+) -> None:
     """Execute RUNBOOK with papermill and write a report.
 
     \b
@@ -39,11 +52,15 @@ def run_cmd(runbook: str, params: tuple[tuple[str, str], ...], out_dir: str | No
     refused or rollback needed, 2 usage error, 130/143 interrupted (SIGINT/SIGTERM).
     `faultbook runbooks` lists the runbooks and their parameters.
     """
+    import math
     from datetime import UTC, datetime
     from pathlib import Path
 
+    from faultbook.errors import ParameterError
     from faultbook.report import runner
 
+    if cell_timeout is not None and not (math.isfinite(cell_timeout) and cell_timeout > 0):
+        raise ParameterError(f"--cell-timeout must be a number of seconds > 0, got {cell_timeout}")
     path = runner.runbook_path(runbook)
     values = runner.validate(path.stem, dict(params))
     if out_dir is None:
@@ -51,7 +68,7 @@ def run_cmd(runbook: str, params: tuple[tuple[str, str], ...], out_dir: str | No
         out_dir = str(Path("reports") / f"{path.stem}-{stamp}")
     out = runner.prepare_out_dir(out_dir)  # a one-line usage error when it cannot be made
     click.echo(f"running {path.stem} -> {out_dir}")
-    outcome = runner.run(path.stem, values, out)
+    outcome = runner.run(path.stem, values, out, execution_timeout_s=cell_timeout)
     s = outcome.summary
     if outcome.refused:
         click.echo(f"faultbook: drill refused: {outcome.refused}", err=True)

@@ -384,6 +384,7 @@ def rollback(
     *,
     make: Callable[[Entry], Fault] | None = None,
     steady: Callable[[list[Entry]], dict[str, Any]] | None = None,
+    ended_badly: bool = False,
 ) -> dict[str, Any] | None:
     """Revert every fault journaled in OUT_DIR and not recorded as reverted; check steady state.
 
@@ -391,7 +392,9 @@ def rollback(
     itself, or journaled none): the faults the runner or the watchdog reverted, each
     with its outcome, and the steady state afterwards. ``make`` rebuilds a fault from
     an entry and ``steady`` checks steady state (defaults: ``journal.rebuild`` and
-    ``procedure.wait_steady_state`` on the entries' inventory), for tests.
+    ``procedure.wait_steady_state`` on the entries' inventory), for tests. With
+    ``ended_badly`` (the notebook did not finish) a run that journaled any fault gets a
+    rollback entry even when nothing was left to revert: the steady state afterwards.
     """
     journal = Journal(out_dir)
     if not journal.exists():
@@ -399,7 +402,7 @@ def rollback(
     journal.rollback_pending(by="runner", make=make)
     entries = journal.entries()
     rolled = [e for e in entries if e.pending or e.reverted_by != "procedure"]
-    if not rolled:
+    if not rolled and not (ended_badly and entries):
         return None
     items: list[dict[str, Any]] = []
     for e in rolled:
@@ -426,7 +429,7 @@ def rollback(
                     "by": e.reverted_by or "runner",
                 }
             )
-    state = (steady or _steady)(rolled)
+    state = (steady or _steady)(rolled or entries)
     return {"faults": items, "steady_state": state}
 
 
@@ -475,6 +478,7 @@ def rollback_summary(rb: Mapping[str, Any]) -> str:
         f"{f['kind']} on {f['target']}: {f['outcome']}" + (f" by {f['by']}" if f.get("by") else "")
         for f in rb["faults"]
     )
+    faults = faults or "nothing left to revert (the drill had reverted its faults)"
     st = rb["steady_state"]
     return f"{faults}; then {st['detail'] if st['ok'] else 'NOT in steady state: ' + st['detail']}"
 
@@ -490,9 +494,15 @@ def _record_rollback(result: Path, rb: dict[str, Any]) -> None:
             "name": "rollback",
             "started_at": now,
             "finished_at": now,
-            # A rollback is a failure of the drill: "failed" so that the verdict says why.
-            "status": "failed",
-            "detail": ("reverted what the drill left: " if ok else "ROLLBACK INCOMPLETE: ")
+            # Reverting what a drill left is a failure of the drill: "failed", so that the
+            # verdict says why; only a check that found nothing to revert and the stack
+            # steady is "ok".
+            "status": "ok" if ok and not rb["faults"] else "failed",
+            "detail": (
+                ("reverted what the drill left: " if rb["faults"] else "")
+                if ok
+                else "ROLLBACK INCOMPLETE: "
+            )
             + rollback_summary(rb),
         }
     )
@@ -595,7 +605,7 @@ def run(
             _kill_kernels()
             _kill_owners(Journal(out_dir))
         _CLIENTS.clear()
-        rb = rollback(out_dir)
+        rb = rollback(out_dir, ended_badly=error is not None)
         if rb is not None:
             sys.stderr.write(f"faultbook: rollback: {rollback_summary(rb)}\n")
             sys.stderr.flush()
