@@ -174,3 +174,44 @@ def test_sigkill_of_the_controller_still_powers_the_node_on(
     finally:
         if lab.pid(node) is None:  # leave the stack whole even when the test failed
             lab.boot(node)
+
+
+def test_sigterm_to_the_runner_reverts_a_frozen_service(
+    inv: inv_mod.Inventory, tmp_path: Path
+) -> None:
+    node = inv.group("web")[0].name
+    argv = [FAULTBOOK, "run", "web-node-failure", "--out", str(tmp_path)]
+    for k, v in {
+        "mode": "drill",
+        "fault": "process-freeze",
+        "target": node,
+        "duration_s": 15,
+    }.items():
+        argv += ["-p", k, str(v)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    j = journal.Journal(tmp_path)
+    try:
+        poll(
+            lambda _t: next((e for e in j.entries() if e.injected_at), None),
+            300,
+            what=f"process-freeze on {node} journaled as injected",
+            interval_s=0.05,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)  # what a CI job's timeout or `kill` sends
+    out, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert validate(doc) == [] and doc["verdict"] == "fail"
+    (item,) = doc["rollback"]["faults"]
+    assert (item["kind"], item["target"], item["by"]) == ("process-freeze", node, "runner")
+    # Reverted by the runner, or (had the drill reached its own revert) already reverted.
+    assert item["outcome"] in ("reverted", "already reverted"), item
+    assert doc["rollback"]["steady_state"]["ok"] is True, doc["rollback"]
+    assert not faults_in_effect(inv, item)
+
+
+def faults_in_effect(inv: inv_mod.Inventory, item: dict[str, Any]) -> bool:
+    from faultbook.drills import faults
+
+    return faults.make(item["kind"], inv, item["target"], unit="ledger.service").in_effect()

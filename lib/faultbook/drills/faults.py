@@ -350,9 +350,12 @@ class ProcessFreeze(_UnitFault):
 
     def in_effect(self) -> bool:
         # A process of the unit in state T (stopped): /proc/PID/stat's field after "(comm)".
+        # The unit's cgroup: unified (cgroup v2), or the v1/hybrid layouts' hierarchies.
         probe = (
-            f"cg=$(systemctl show -P ControlGroup {self.unit}); n=0; "
-            '[ -n "$cg" ] && for p in $(cat /sys/fs/cgroup"$cg"/cgroup.procs 2>/dev/null); do '
+            f"cg=$(systemctl show -P ControlGroup {self.unit}); n=0; f=; "
+            'for b in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do '
+            '[ -n "$cg" ] && [ -r "$b$cg/cgroup.procs" ] && { f="$b$cg/cgroup.procs"; break; }; '
+            'done; [ -n "$f" ] && for p in $(cat "$f"); do '
             "s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f1); "
             '[ "$s" = T ] && n=$((n+1)); done; echo $n'
         )
