@@ -1,5 +1,5 @@
-"""The fault journal, the rollback it drives (runner and watchdog) and Procedure's use of it,
-with fake faults: no lab needed."""
+"""The fault journal, the rollback it drives (faultbook run's and the watchdog's) and
+Procedure's use of it, with fake faults: no lab needed."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from typing import Any, ClassVar
 import pytest
 
 from faultbook import inventory as inv_mod
-from faultbook.drills import faults, journal, preflight, procedure, watchdog
+from faultbook.drills import faults, journal, preflight, procedure, rollback, watchdog
 from faultbook.paths import LAB_INVENTORY
 from faultbook.poll import poll
-from faultbook.report import runner
 from faultbook.results import Run, validate
 
 
@@ -167,7 +166,7 @@ def test_procedure_inject_and_revert_go_through_the_journal(
     recs = lines(p.journal)
     assert [x["event"] for x in recs] == ["intent", "injected", "reverted"]
     assert recs[2]["by"] == "procedure"
-    assert runner.rollback(tmp_path) is None  # nothing left for the runner
+    assert rollback.rollback(tmp_path) is None  # nothing left for the runner
 
 
 def test_procedure_leaves_a_fault_the_runner_reverted_alone(
@@ -216,7 +215,7 @@ def test_runner_rollback_records_what_it_did(tmp_path: Path, lab: inv_mod.Invent
         seen.append(entries)
         return {"ok": True, "detail": "steady state: fake"}
 
-    rb = runner.rollback(tmp_path, make=fake_maker(world, lab), steady=steady)
+    rb = rollback.rollback(tmp_path, make=fake_maker(world, lab), steady=steady)
     assert rb is not None
     (item,) = rb["faults"]
     assert (item["kind"], item["target"], item["outcome"], item["by"]) == (
@@ -232,7 +231,7 @@ def test_runner_rollback_records_what_it_did(tmp_path: Path, lab: inv_mod.Invent
     r = Run.start("db-failover", "drill", {})
     r.finish()
     r.save(tmp_path)
-    runner._record_rollback(tmp_path / "result.json", rb)
+    rollback.record(tmp_path / "result.json", rb)
     doc = json.loads((tmp_path / "result.json").read_text())
     assert doc["verdict"] == "fail" and doc["rollback"] == rb
     assert doc["steps"][-1]["name"] == "rollback" and "db1" in doc["steps"][-1]["detail"]
@@ -243,21 +242,21 @@ def test_runner_rollback_reports_a_failed_revert(tmp_path: Path, lab: inv_mod.In
     world = {"on": True, "reverts": 0}
     j = journal.Journal(tmp_path)
     j.intent(Fake(lab, "db1"))
-    rb = runner.rollback(
+    rb = rollback.rollback(
         tmp_path,
         make=fake_maker(world, lab, fail_revert=True),
         steady=lambda e: {"ok": False, "detail": "db1 is down"},
     )
     assert rb is not None and rb["faults"][0]["outcome"] == "failed"
-    assert "ROLLBACK INCOMPLETE" not in runner.rollback_summary(rb)  # the step says that
-    assert "NOT in steady state" in runner.rollback_summary(rb)
+    assert "ROLLBACK INCOMPLETE" not in rollback.summary(rb)  # the step says that
+    assert "NOT in steady state" in rollback.summary(rb)
 
 
 def test_journaled_fault_for_the_runners_own_result(tmp_path: Path, lab: inv_mod.Inventory) -> None:
-    assert runner.journaled_fault(tmp_path) is None
+    assert rollback.journaled_fault(tmp_path) is None
     j = journal.Journal(tmp_path)
     j.injected(j.intent(Fake(lab, "db1")))
-    f = runner.journaled_fault(tmp_path)
+    f = rollback.journaled_fault(tmp_path)
     assert f is not None and f["kind"] == "fake" and f["injected_at"] and f["reverted_at"] is None
 
 
@@ -344,15 +343,15 @@ def test_a_run_that_ended_badly_gets_a_steady_state_check(
     j = journal.Journal(tmp_path)
     e = j.intent(Fake(lab, "db1"))
     j.reverted(e, "procedure")  # reverted by the drill, which then died in a later cell
-    assert runner.rollback(tmp_path) is None  # a normal ending: nothing to say
-    rb = runner.rollback(
+    assert rollback.rollback(tmp_path) is None  # a normal ending: nothing to say
+    rb = rollback.rollback(
         tmp_path, ended_badly=True, steady=lambda e: {"ok": False, "detail": "db1 is down"}
     )
     assert rb == {"faults": [], "steady_state": {"ok": False, "detail": "db1 is down"}}
-    assert "nothing left to revert" in runner.rollback_summary(rb)
+    assert "nothing left to revert" in rollback.summary(rb)
     r = Run.start("db-failover", "drill", {})
     r.finish()
     r.save(tmp_path)
-    runner._record_rollback(tmp_path / "result.json", rb)
+    rollback.record(tmp_path / "result.json", rb)
     doc = json.loads((tmp_path / "result.json").read_text())
     assert doc["steps"][-1]["status"] == "failed" and validate(doc) == []

@@ -353,7 +353,7 @@ class ProcessFreeze(_UnitFault):
         # The unit's cgroup: unified (cgroup v2), or the v1/hybrid layouts' hierarchies.
         probe = (
             f"cg=$(systemctl show -P ControlGroup {self.unit}); n=0; f=; "
-            'for b in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do '
+            "for b in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do "
             '[ -n "$cg" ] && [ -r "$b$cg/cgroup.procs" ] && { f="$b$cg/cgroup.procs"; break; }; '
             'done; [ -n "$f" ] && for p in $(cat "$f"); do '
             "s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f1); "

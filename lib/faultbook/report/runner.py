@@ -11,9 +11,8 @@ fault in the run directory before injecting it (``drills.journal``). When the
 notebook ends — normally, with an exception in a cell, a cell timeout
 (``execution_timeout_s``), a dead kernel, Ctrl-C or SIGTERM — ``run`` makes
 sure the kernel is gone, reverts every journaled fault not recorded as
-reverted (``Journal.rollback_pending``: each fault probed first, so one already
-reverted is only recorded), waits for steady state (bounded), and writes
-result.json's ``rollback``::
+reverted, waits for steady state (bounded) and writes result.json's
+``rollback`` (``drills.rollback``)::
 
     {"faults": [{kind, target, outcome: reverted|already reverted|failed, detail, at, by}],
      "steady_state": {ok, detail, problems, primary, checked_at}}
@@ -38,19 +37,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from faultbook.drills import procedure
-from faultbook.drills.faults import Fault
-from faultbook.drills.journal import Entry, Journal, alive
+from faultbook.drills import procedure, rollback
+from faultbook.drills.journal import Journal, alive
 from faultbook.errors import ParameterError, PreflightFailed, RunbookNotFound, UsageError
 from faultbook.paths import RUNBOOKS_DIR
-from faultbook.results import MODES, Run, Summary, iso
-from faultbook.results import validate as validate_result
+from faultbook.results import MODES, Run, Summary
 
 log = logging.getLogger(__name__)
 
@@ -375,154 +371,6 @@ def _shield(signum: int, _frame: Any) -> None:
     sys.stderr.flush()
 
 
-# --------------------------------------------------------------------- rollback
-ROLLBACK_STEADY_TIMEOUT_S = 180.0
-
-
-def rollback(
-    out_dir: Path,
-    *,
-    make: Callable[[Entry], Fault] | None = None,
-    steady: Callable[[list[Entry]], dict[str, Any]] | None = None,
-    ended_badly: bool = False,
-) -> dict[str, Any] | None:
-    """Revert every fault journaled in OUT_DIR and not recorded as reverted; check steady state.
-
-    Returns result.json's ``rollback`` (None when the drill reverted all its faults
-    itself, or journaled none): the faults the runner or the watchdog reverted, each
-    with its outcome, and the steady state afterwards. ``make`` rebuilds a fault from
-    an entry and ``steady`` checks steady state (defaults: ``journal.rebuild`` and
-    ``procedure.wait_steady_state`` on the entries' inventory), for tests. With
-    ``ended_badly`` (the notebook did not finish) a run that journaled any fault gets a
-    rollback entry even when nothing was left to revert: the steady state afterwards.
-    """
-    journal = Journal(out_dir)
-    if not journal.exists():
-        return None
-    journal.rollback_pending(by="runner", make=make)
-    entries = journal.entries()
-    rolled = [e for e in entries if e.pending or e.reverted_by != "procedure"]
-    if not rolled and not (ended_badly and entries):
-        return None
-    items: list[dict[str, Any]] = []
-    for e in rolled:
-        if e.pending:  # the revert failed
-            detail = e.failures[-1] if e.failures else "not reverted"
-            items.append(
-                {
-                    "kind": e.kind,
-                    "target": e.target,
-                    "outcome": "failed",
-                    "detail": detail,
-                    "at": iso(datetime.now(UTC)),
-                    "by": "runner",
-                }
-            )
-        else:
-            items.append(
-                {
-                    "kind": e.kind,
-                    "target": e.target,
-                    "outcome": e.outcome or "reverted",
-                    "detail": e.detail,
-                    "at": e.reverted_at,
-                    "by": e.reverted_by or "runner",
-                }
-            )
-    state = (steady or _steady)(rolled or entries)
-    return {"faults": items, "steady_state": state}
-
-
-def _steady(entries: list[Entry]) -> dict[str, Any]:
-    from faultbook import inventory as inventory_mod
-
-    try:
-        inv = inventory_mod.load(entries[0].inventory)
-        s = procedure.wait_steady_state(inv, ROLLBACK_STEADY_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - the record matters more than the exception
-        return {
-            "ok": False,
-            "detail": f"steady state not checked: {type(exc).__name__}: {exc}",
-            "problems": [str(exc)],
-            "primary": None,
-            "checked_at": iso(datetime.now(UTC)),
-        }
-    return {
-        "ok": s.ok,
-        "detail": str(s),
-        "problems": list(s.problems),
-        "primary": s.primary,
-        "checked_at": iso(datetime.now(UTC)),
-    }
-
-
-def journaled_fault(out_dir: Path) -> dict[str, Any] | None:
-    """result.json's ``fault`` from the journal (its last fault), for a result the runner
-    writes because the notebook could not."""
-    entries = Journal(out_dir).entries()
-    if not entries:
-        return None
-    e = entries[-1]
-    return {
-        "kind": e.kind,
-        "target": e.target,
-        "injected_at": e.injected_at,
-        "reverted_at": e.reverted_at,
-        "detail": e.describe()
-        + (f" (injection failed: {e.inject_error})" if e.inject_error else ""),
-    }
-
-
-def rollback_summary(rb: Mapping[str, Any]) -> str:
-    faults = "; ".join(
-        f"{f['kind']} on {f['target']}: {f['outcome']}" + (f" by {f['by']}" if f.get("by") else "")
-        for f in rb["faults"]
-    )
-    faults = faults or "nothing left to revert (the drill had reverted its faults)"
-    st = rb["steady_state"]
-    return f"{faults}; then {st['detail'] if st['ok'] else 'NOT in steady state: ' + st['detail']}"
-
-
-def _record_rollback(result: Path, rb: dict[str, Any]) -> None:
-    doc = json.loads(result.read_text())
-    doc["rollback"] = rb
-    doc["verdict"] = "fail"  # the drill failed, even though the stack is back
-    ok = rb["steady_state"]["ok"] and all(f["outcome"] != "failed" for f in rb["faults"])
-    now = iso(datetime.now(UTC))
-    doc["steps"].append(
-        {
-            "name": "rollback",
-            "started_at": now,
-            "finished_at": now,
-            # Reverting what a drill left is a failure of the drill: "failed", so that the
-            # verdict says why; only a check that found nothing to revert and the stack
-            # steady is "ok".
-            "status": "ok" if ok and not rb["faults"] else "failed",
-            "detail": (
-                ("reverted what the drill left: " if rb["faults"] else "")
-                if ok
-                else "ROLLBACK INCOMPLETE: "
-            )
-            + rollback_summary(rb),
-        }
-    )
-    problems = validate_result(doc)
-    if problems:  # keep the record anyway: it says what was left on the stack
-        log.warning("result.json with its rollback departs from the schema: %s", problems)
-    result.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-
-
-def _retire_journal(out_dir: Path) -> None:
-    """A journal left in OUT_DIR by an earlier run: revert what it left, keep it aside."""
-    old = Journal(out_dir)
-    if not old.exists():
-        return
-    for r in old.rollback_pending(by="runner"):
-        log.warning("earlier run in %s left %s on %s: %s", out_dir, r.kind, r.target, r.outcome)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    old.path.rename(out_dir / f"faults-{stamp}.jsonl")
-
-
 # ------------------------------------------------------------------------- run
 def run(
     name: str,
@@ -550,7 +398,7 @@ def run(
     nb_out = out_dir / f"{stem}.ipynb"
     result = out_dir / "result.json"
     result.unlink(missing_ok=True)
-    _retire_journal(out_dir)
+    rollback.retire_journal(out_dir)
     error: str | None = None
     usage = False
     refused: str | None = None
@@ -605,16 +453,16 @@ def run(
             _kill_kernels()
             _kill_owners(Journal(out_dir))
         _CLIENTS.clear()
-        rb = rollback(out_dir, ended_badly=error is not None)
+        rb = rollback.rollback(out_dir, ended_badly=error is not None)
         if rb is not None:
-            sys.stderr.write(f"faultbook: rollback: {rollback_summary(rb)}\n")
+            sys.stderr.write(f"faultbook: rollback: {rollback.summary(rb)}\n")
             sys.stderr.flush()
         html = _render_or_none(nb_out)
         if not result.exists():
             # The notebook stopped before it could record its own result.
             mode = str(values.get("mode", "incident"))
             r = Run.start(stem, mode if mode in MODES else "drill", values)
-            r.fault = journaled_fault(out_dir)
+            r.fault = rollback.journaled_fault(out_dir)
             if refused:
                 r.fail("pre-flight", refused)
             else:
@@ -626,7 +474,7 @@ def run(
             doc["verdict"] = "fail"
             result.write_text(json.dumps(doc, indent=2) + "\n")
         if rb is not None:
-            _record_rollback(result, rb)
+            rollback.record(result, rb)
     return RunOutcome(
         nb_out, html, result, Summary.from_file(result), usage, interrupted, rb, refused
     )

@@ -1,0 +1,180 @@
+"""Rollback after a drill, whatever its ending: revert what the journal says is left.
+
+``faultbook run`` (``report.runner``) calls ``rollback(run_dir)`` once the notebook has
+ended — normally, with a failed cell, a cell timeout, a dead kernel, Ctrl-C or SIGTERM.
+It reverts every fault the run's journal (``drills.journal``) does not record as
+reverted (``Journal.rollback_pending``: each fault probed first, so one already
+reverted is only recorded, and under the journal's lock, so the watchdog and the
+runner never both act), checks steady state (bounded, ``poll``) and returns
+result.json's ``rollback``::
+
+    {"faults": [{kind, target, outcome: "reverted"|"already reverted"|"failed",
+                 detail, at, by: "runner"|"watchdog"}],
+     "steady_state": {ok, detail, problems, primary, checked_at}}
+
+``record`` writes it into result.json: the verdict "fail" (the drill failed, even when
+the stack is back) and a step "rollback".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from faultbook.drills import procedure
+from faultbook.drills.faults import Fault
+from faultbook.drills.journal import Entry, Journal
+from faultbook.results import iso
+from faultbook.results import validate as validate_result
+
+log = logging.getLogger(__name__)
+
+STEADY_TIMEOUT_S = 180.0
+
+
+def rollback(
+    out_dir: Path,
+    *,
+    make: Callable[[Entry], Fault] | None = None,
+    steady: Callable[[list[Entry]], dict[str, Any]] | None = None,
+    ended_badly: bool = False,
+) -> dict[str, Any] | None:
+    """Revert every fault journaled in OUT_DIR and not recorded as reverted; check steady state.
+
+    Returns result.json's ``rollback`` (None when the drill reverted all its faults
+    itself, or journaled none): the faults the runner or the watchdog reverted, each
+    with its outcome, and the steady state afterwards. ``make`` rebuilds a fault from
+    an entry and ``steady`` checks steady state (defaults: ``journal.rebuild`` and
+    ``procedure.wait_steady_state`` on the entries' inventory), for tests. With
+    ``ended_badly`` (the notebook did not finish) a run that journaled any fault gets a
+    rollback entry even when nothing was left to revert: the steady state afterwards.
+    """
+    journal = Journal(out_dir)
+    if not journal.exists():
+        return None
+    journal.rollback_pending(by="runner", make=make)
+    entries = journal.entries()
+    rolled = [e for e in entries if e.pending or e.reverted_by != "procedure"]
+    if not rolled and not (ended_badly and entries):
+        return None
+    items: list[dict[str, Any]] = []
+    for e in rolled:
+        if e.pending:  # the revert failed
+            detail = e.failures[-1] if e.failures else "not reverted"
+            items.append(
+                {
+                    "kind": e.kind,
+                    "target": e.target,
+                    "outcome": "failed",
+                    "detail": detail,
+                    "at": iso(datetime.now(UTC)),
+                    "by": "runner",
+                }
+            )
+        else:
+            items.append(
+                {
+                    "kind": e.kind,
+                    "target": e.target,
+                    "outcome": e.outcome or "reverted",
+                    "detail": e.detail,
+                    "at": e.reverted_at,
+                    "by": e.reverted_by or "runner",
+                }
+            )
+    state = (steady or _steady)(rolled or entries)
+    return {"faults": items, "steady_state": state}
+
+
+def _steady(entries: list[Entry]) -> dict[str, Any]:
+    from faultbook import inventory as inventory_mod
+
+    try:
+        inv = inventory_mod.load(entries[0].inventory)
+        s = procedure.wait_steady_state(inv, STEADY_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - the record matters more than the exception
+        return {
+            "ok": False,
+            "detail": f"steady state not checked: {type(exc).__name__}: {exc}",
+            "problems": [str(exc)],
+            "primary": None,
+            "checked_at": iso(datetime.now(UTC)),
+        }
+    return {
+        "ok": s.ok,
+        "detail": str(s),
+        "problems": list(s.problems),
+        "primary": s.primary,
+        "checked_at": iso(datetime.now(UTC)),
+    }
+
+
+def journaled_fault(out_dir: Path) -> dict[str, Any] | None:
+    """result.json's ``fault`` from the journal (its last fault), for a result the runner
+    writes because the notebook could not."""
+    entries = Journal(out_dir).entries()
+    if not entries:
+        return None
+    e = entries[-1]
+    return {
+        "kind": e.kind,
+        "target": e.target,
+        "injected_at": e.injected_at,
+        "reverted_at": e.reverted_at,
+        "detail": e.describe()
+        + (f" (injection failed: {e.inject_error})" if e.inject_error else ""),
+    }
+
+
+def summary(rb: Mapping[str, Any]) -> str:
+    faults = "; ".join(
+        f"{f['kind']} on {f['target']}: {f['outcome']}" + (f" by {f['by']}" if f.get("by") else "")
+        for f in rb["faults"]
+    )
+    faults = faults or "nothing left to revert (the drill had reverted its faults)"
+    st = rb["steady_state"]
+    return f"{faults}; then {st['detail'] if st['ok'] else 'NOT in steady state: ' + st['detail']}"
+
+
+def record(result: Path, rb: dict[str, Any]) -> None:
+    doc = json.loads(result.read_text())
+    doc["rollback"] = rb
+    doc["verdict"] = "fail"  # the drill failed, even though the stack is back
+    ok = rb["steady_state"]["ok"] and all(f["outcome"] != "failed" for f in rb["faults"])
+    now = iso(datetime.now(UTC))
+    doc["steps"].append(
+        {
+            "name": "rollback",
+            "started_at": now,
+            "finished_at": now,
+            # Reverting what a drill left is a failure of the drill: "failed", so that the
+            # verdict says why; only a check that found nothing to revert and the stack
+            # steady is "ok".
+            "status": "ok" if ok and not rb["faults"] else "failed",
+            "detail": (
+                ("reverted what the drill left: " if rb["faults"] else "")
+                if ok
+                else "ROLLBACK INCOMPLETE: "
+            )
+            + summary(rb),
+        }
+    )
+    problems = validate_result(doc)
+    if problems:  # keep the record anyway: it says what was left on the stack
+        log.warning("result.json with its rollback departs from the schema: %s", problems)
+    result.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def retire_journal(out_dir: Path) -> None:
+    """A journal left in OUT_DIR by an earlier run: revert what it left, keep it aside."""
+    old = Journal(out_dir)
+    if not old.exists():
+        return
+    for r in old.rollback_pending(by="runner"):
+        log.warning("earlier run in %s left %s on %s: %s", out_dir, r.kind, r.target, r.outcome)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    old.path.rename(out_dir / f"faults-{stamp}.jsonl")
