@@ -355,3 +355,48 @@ def test_a_run_that_ended_badly_gets_a_steady_state_check(
     rollback.record(tmp_path / "result.json", rb)
     doc = json.loads((tmp_path / "result.json").read_text())
     assert doc["steps"][-1]["status"] == "failed" and validate(doc) == []
+
+
+def test_procedure_preflight_refuses_before_any_fault(
+    tmp_path: Path, lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(inv: inv_mod.Inventory, **kw: Any) -> preflight.Report:
+        return preflight.Report(
+            [preflight.Check("prometheus", False, "Prometheus on mon1 does not answer")]
+        )
+
+    monkeypatch.setattr(preflight, "check", broken)
+    run = Run.start("db-failover", "drill", {"mode": "drill"})
+    p = procedure.Procedure("db-failover", lab, "drill", run, result_dir=str(tmp_path))
+    f = Fake(lab, "db1")
+    with pytest.raises(procedure.PreflightFailed, match="Prometheus on mon1 does not answer"):
+        p.inject(f)
+    assert not f.world["on"] and not journal.Journal(tmp_path).exists()
+    (step,) = run.steps
+    assert step.name == "dependencies" and step.status == "failed"
+    assert run.preflight == {
+        "ok": False,
+        "checks": [
+            {"check": "prometheus", "ok": False, "detail": "Prometheus on mon1 does not answer"}
+        ],
+    }
+
+
+def test_preflight_defaults_come_from_the_runbook(
+    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def record(inv: inv_mod.Inventory, **kw: Any) -> preflight.Report:
+        seen.update(kw)
+        return preflight.Report([preflight.Check("ssh", True, "ok")])
+
+    monkeypatch.setattr(preflight, "check", record)
+    run = Run.start("db-failover", "drill", {"mode": "drill"})
+    procedure.Procedure("db-failover", lab, "drill", run).preflight()
+    assert seen["alert"] == "NoWritablePrimary" and seen["backups"] is True
+    assert {"db1", "db2", "db3", "backup1"} <= set(seen["hosts"])
+    seen.clear()
+    run = Run.start("db-failover", "drill", {"mode": "switchover"})
+    procedure.Procedure("db-failover", lab, "switchover", run).preflight(hosts=["db1"])
+    assert seen["alert"] is None and seen["hosts"] == ["db1"]  # no alert waited for

@@ -45,7 +45,13 @@ from faultbook.drills.faults import Fault
 from faultbook.drills.impact import DrillResult
 from faultbook.drills.journal import Entry, Journal
 from faultbook.drills.traffic import LoadSpec, Traffic
-from faultbook.errors import ConditionTimeout, DrillAborted, FaultbookError, ParameterError
+from faultbook.errors import (
+    ConditionTimeout,
+    DrillAborted,
+    FaultbookError,
+    ParameterError,
+    PreflightFailed,
+)
 from faultbook.inventory import Inventory
 from faultbook.poll import poll
 from faultbook.results import Run, Step, iso
@@ -257,9 +263,10 @@ class Procedure:
                 prometheus=needs.prometheus if prometheus is None else prometheus,
             )
             self.preflight_report = rep
+            self.run.preflight = {"ok": rep.ok, "checks": [c.to_dict() for c in rep.checks]}
             st.detail = rep.reason
             if not rep.ok:
-                raise preflight_mod.PreflightFailed(f"pre-flight: {rep.reason}; nothing injected")
+                raise PreflightFailed(f"pre-flight: {rep.reason}; nothing injected")
         return rep
 
     def _require_preflight(self) -> None:
