@@ -296,14 +296,18 @@ def _engine(progress: _Progress | None) -> str:
         ) -> Any:
             if progress is not None:
                 progress.bind(list(nb_man.nb.cells))
-                start = nb_man.cell_start
+            start = nb_man.cell_start
 
-                def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
-                    if cell_index is not None:
-                        progress.cell(cell_index, str(cell.get("source", "")))
-                    return start(cell, cell_index, **kw)
+            def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
+                out = start(cell, cell_index, **kw)
+                source = str(cell.get("source", ""))
+                if progress is not None and cell_index is not None:
+                    progress.cell(cell_index, source)
+                elif getattr(nb_man, "pbar", None) and cell.get("cell_type") == "code":
+                    nb_man.pbar.set_description(cell_label(source)[:40])  # the terminal's bar
+                return out
 
-                nb_man.cell_start = cell_start
+            nb_man.cell_start = cell_start
             kwargs = remove_args(["input_path"], **kwargs)
             safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
             final_kwargs = merge_kwargs(
