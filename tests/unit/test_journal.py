@@ -400,3 +400,15 @@ def test_preflight_defaults_come_from_the_runbook(
     run = Run.start("db-failover", "drill", {"mode": "switchover"})
     procedure.Procedure("db-failover", lab, "switchover", run).preflight(hosts=["db1"])
     assert seen["alert"] is None and seen["hosts"] == ["db1"]  # no alert waited for
+
+
+def test_a_reused_run_directory_retires_the_old_journal(
+    tmp_path: Path, lab: inv_mod.Inventory, fake_in_catalogue: dict[str, Any]
+) -> None:
+    old = journal.Journal(tmp_path)
+    old.injected(old.intent(Fake(lab, "web1")))  # an earlier run left it injected
+    rollback.retire_journal(tmp_path)
+    assert fake_in_catalogue["reverts"] == 1  # reverted before the new run starts
+    assert not journal.Journal(tmp_path).exists()
+    (kept,) = tmp_path.glob("faults-*.jsonl")
+    assert "reverted" in kept.read_text()
