@@ -1,0 +1,5 @@
+"""``python -m faultbook.cli``: the ``faultbook`` command."""
+
+from faultbook.cli import main
+
+main()
