@@ -44,6 +44,10 @@ class ParseError(FaultbookError, ValueError):
     """
 
 
+class ResultError(FaultbookError, ValueError):
+    """A result.json document (or a value for one) that does not conform to its schema."""
+
+
 class BenchError(FaultbookError):
     """A benchmark could not run, or what it measured is wrong (e.g. a restore that differs)."""
 

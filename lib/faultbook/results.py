@@ -29,6 +29,8 @@ import jsonschema
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
+from faultbook.errors import ResultError
+
 SCHEMA_VERSION = 1
 """The ``schema_version`` every result.json carries (the schema's ``const``)."""
 SCHEMA_RESOURCE = ("faultbook.schema", "result.schema.json")
@@ -58,7 +60,7 @@ def utcnow() -> str:
 
 def iso(ts: datetime) -> str:
     if ts.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware (UTC)")
+        raise ResultError("timestamps must be timezone-aware (UTC)")
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -98,7 +100,7 @@ class Run:
     @classmethod
     def start(cls, runbook: str, mode: str, parameters: Mapping[str, Any]) -> Run:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise ResultError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         return cls(runbook=runbook, mode=mode, parameters=redact(parameters))
 
     @contextlib.contextmanager
@@ -155,7 +157,7 @@ class Run:
         doc = self.to_dict()
         problems = validate(doc)
         if problems:
-            raise ValueError("result does not match the schema: " + "; ".join(problems))
+            raise ResultError("result does not match the schema: " + "; ".join(problems))
         path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
         return path
 

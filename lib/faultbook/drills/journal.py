@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from faultbook.drills.faults import Fault
+from faultbook.errors import FaultError
 from faultbook.inventory import Inventory
 from faultbook.results import iso
 
@@ -229,7 +230,7 @@ class Journal:
         at: datetime | None = None,
     ) -> None:
         if outcome not in OUTCOMES[:2]:
-            raise ValueError(f"outcome must be one of {OUTCOMES[:2]}, got {outcome!r}")
+            raise FaultError(f"outcome must be one of {OUTCOMES[:2]}, got {outcome!r}")
         self._append(
             {
                 "event": "reverted",

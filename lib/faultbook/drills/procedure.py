@@ -53,7 +53,7 @@ from faultbook.errors import (
     PreflightFailed,
 )
 from faultbook.inventory import Inventory
-from faultbook.poll import poll
+from faultbook.poll import poll, until
 from faultbook.results import Run, Step, iso
 from faultbook.stack import failover, haproxy, monitoring, vip
 
@@ -352,9 +352,8 @@ class Procedure:
         """Keep the load a little past recovery, then stop it and return the records."""
         if self.traffic is None:
             return pd.DataFrame()
-        deadline = time.monotonic() + settle_s
-        while self.traffic.running and time.monotonic() < deadline:
-            time.sleep(0.2)
+        traffic = self.traffic
+        until(lambda: not traffic.running, settle_s, interval_s=0.2)
         self.traffic.stop()
         return self.traffic.records()
 
