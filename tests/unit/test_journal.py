@@ -16,6 +16,7 @@ import pytest
 
 from faultbook import inventory as inv_mod
 from faultbook.drills import faults, journal, preflight, procedure, rollback, watchdog
+from faultbook.errors import PreflightFailed
 from faultbook.paths import LAB_INVENTORY
 from faultbook.poll import poll
 from faultbook.results import Run, validate
@@ -369,7 +370,7 @@ def test_procedure_preflight_refuses_before_any_fault(
     run = Run.start("db-failover", "drill", {"mode": "drill"})
     p = procedure.Procedure("db-failover", lab, "drill", run, result_dir=str(tmp_path))
     f = Fake(lab, "db1")
-    with pytest.raises(procedure.PreflightFailed, match="Prometheus on mon1 does not answer"):
+    with pytest.raises(PreflightFailed, match="Prometheus on mon1 does not answer"):
         p.inject(f)
     assert not f.world["on"] and not journal.Journal(tmp_path).exists()
     (step,) = run.steps

@@ -120,9 +120,8 @@ DIGEST_SQL = (
 def _digest(
     inv: Inventory, host: str, before: datetime, db: str, below_xid: int | None = None
 ) -> list[str]:
-    params = {"before": before.astimezone(UTC).isoformat(), "below": int(below_xid or -1)}
-    if below_xid is None:
-        params["below"] = -1
+    below = -1 if below_xid is None else int(below_xid)  # -1: no limit (see DIGEST_SQL)
+    params = {"before": before.astimezone(UTC).isoformat(), "below": below}
     return psql.psql(inv, host, DIGEST_SQL, db=db, timeout=600, params=params).split("|")
 
 

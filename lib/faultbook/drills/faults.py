@@ -54,6 +54,8 @@ class Fault:
 
     kind: ClassVar[str] = ""
     needs_lab: ClassVar[bool] = False
+    # Acts through a lab primitive (link cut, userspace netem) when the inventory is the lab.
+    lab_primitive: ClassVar[bool] = False
     reverts_itself: ClassVar[bool] = False
 
     inv: Inventory
@@ -105,7 +107,7 @@ class Fault:
         Nothing on the host reverts these by itself: a drill's watchdog does
         (``drills.watchdog``).
         """
-        return self.needs_lab
+        return self.needs_lab or (self.lab_primitive and self.inv.is_lab)
 
     def spec(self) -> dict[str, Any]:
         """The options that rebuild this fault: ``make(kind, inv, target, **spec())``."""
@@ -399,6 +401,7 @@ class Partition(Fault):
     """
 
     kind: ClassVar[str] = "partition"
+    lab_primitive: ClassVar[bool] = True
 
     def _inject(self) -> None:
         if self.inv.is_lab:
@@ -425,10 +428,6 @@ class Partition(Fault):
             f"{self._disarm_revert('partition')}; "
             f"nft delete table inet {PARTITION_TABLE} 2>/dev/null || true"
         )
-
-    @property
-    def lab_side(self) -> bool:
-        return self.inv.is_lab
 
     def in_effect(self) -> bool:
         if self.inv.is_lab:
@@ -461,6 +460,7 @@ class DelayLoss(Fault):
     """Delay and drop the packets the host sends (netem)."""
 
     kind: ClassVar[str] = "delay-loss"
+    lab_primitive: ClassVar[bool] = True
     delay_ms: float = 200.0
     loss_pct: float = 0.0
     interface: str = "eth0"
@@ -495,10 +495,6 @@ class DelayLoss(Fault):
         self._ssh(
             f"{self._disarm_revert('netem')}; tc qdisc del dev {dev} root 2>/dev/null || true"
         )
-
-    @property
-    def lab_side(self) -> bool:
-        return self.inv.is_lab
 
     def in_effect(self) -> bool:
         if self.inv.is_lab:

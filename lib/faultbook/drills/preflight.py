@@ -3,10 +3,10 @@
 A drill that injects a fault and then finds it cannot detect it (Prometheus
 down, its alert rule missing), reach a host, or rejoin from backups leaves
 the stack worse than it found it. ``check`` proves each dependency and
-``require`` stops the drill with one line (``PreflightFailed``, exit 1) when
-one is broken::
+``Report.require`` stops the drill with one line (``PreflightFailed``, exit 1)
+when one is broken::
 
-    preflight.require(inv, alert="NoWritablePrimary", hosts=["db1", "db2", "db3"], backups=True)
+    preflight.check(inv, alert="NoWritablePrimary", hosts=["db1", "db2"], backups=True).require()
 
 ``Procedure.preflight`` calls it (and ``Procedure.start_load``/``inject`` call
 that with the runbook's defaults, ``NEEDS``, when the notebook did not).
@@ -84,6 +84,12 @@ class Report:
         if len(text) > MAX_REASON_CHARS:
             text = text[: MAX_REASON_CHARS - 1] + "…"
         return text
+
+    def require(self) -> Report:
+        """Raise PreflightFailed with one line unless every check passed."""
+        if not self.ok:
+            raise PreflightFailed(f"pre-flight: {self.reason}; nothing injected")
+        return self
 
     def __str__(self) -> str:
         return ("pre-flight ok: " if self.ok else "pre-flight failed: ") + self.reason
@@ -192,18 +198,3 @@ def check(
     if backups:
         checks.append(check_backups(inv))
     return Report(checks)
-
-
-def require(
-    inv: Inventory,
-    *,
-    alert: str | None = None,
-    hosts: Sequence[str] = (),
-    backups: bool = False,
-    prometheus: bool = True,
-) -> Report:
-    """``check``, raising PreflightFailed with one line when anything is broken."""
-    rep = check(inv, alert=alert, hosts=hosts, backups=backups, prometheus=prometheus)
-    if not rep.ok:
-        raise PreflightFailed(f"pre-flight: {rep.reason}; nothing was injected")
-    return rep

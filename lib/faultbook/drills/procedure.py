@@ -50,7 +50,6 @@ from faultbook.errors import (
     DrillAborted,
     FaultbookError,
     ParameterError,
-    PreflightFailed,
 )
 from faultbook.inventory import Inventory
 from faultbook.poll import poll, until
@@ -265,8 +264,7 @@ class Procedure:
             self.preflight_report = rep
             self.run.preflight = {"ok": rep.ok, "checks": [c.to_dict() for c in rep.checks]}
             st.detail = rep.reason
-            if not rep.ok:
-                raise PreflightFailed(f"pre-flight: {rep.reason}; nothing injected")
+            rep.require()
         return rep
 
     def _require_preflight(self) -> None:
