@@ -148,3 +148,14 @@ class RestoreTargetError(UsageError):
 
 class PassphraseError(BackupError, UsageError):
     """A repository passphrase that does not decrypt the repository (exit 2)."""
+
+
+class InventoryBusy(FaultbookError):
+    """Another run (``faultbook run``, a suite, a schedule, the alert receiver) holds the
+    inventory's run lock. Exit status 75 (EX_TEMPFAIL): try again later."""
+
+    exit_code = 75
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder or {}

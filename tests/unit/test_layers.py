@@ -10,7 +10,7 @@ import pytest
 import faultbook
 
 PKG = Path(faultbook.__file__).parent
-ORDER = ["plumbing", "lab", "stack", "backup", "drills", "report", "cli"]
+ORDER = ["plumbing", "lab", "stack", "backup", "drills", "archive", "report", "alerts", "suites", "cli"]
 MAX_LINES = 600
 
 

@@ -1,0 +1,136 @@
+"""One run at a time per inventory: the run lock.
+
+``faultbook run``, a drill suite, a scheduled run and a run the alert receiver
+starts all take the same lock before they touch an inventory's hosts, so two
+procedures never act on one stack at once. The lock is ``fcntl.flock`` on
+``state_dir(inv)/run.lock``: the kernel drops it when its holder dies, so a
+killed run never leaves it stuck. The file also records who holds it (pid,
+what, trigger, since) for ``holder`` and for the refusal message.
+
+A second caller either waits (``wait_s`` > 0, bounded) or is refused at once
+with ``InventoryBusy`` (exit status 75), which names the holder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from faultbook.errors import InventoryBusy, ParameterError
+from faultbook.paths import state_dir
+
+POLL_S = 0.2
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_lab(self) -> bool: ...
+
+
+def lock_path(inv: _Named) -> Path:
+    return state_dir(inv, create=True) / "run.lock"
+
+
+def _read(fd: int) -> dict[str, Any]:
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, 65536)
+    try:
+        doc = json.loads(raw.decode() or "{}")
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "another process"
+    what = holder.get("what", "a run")
+    pid, trigger, since = (holder.get(k, "?") for k in ("pid", "trigger", "since"))
+    return f"{what} (pid {pid}, {trigger}, since {since})"
+
+
+@contextlib.contextmanager
+def hold(
+    inv: _Named, what: str, *, wait_s: float = 0.0, trigger: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Hold the inventory's run lock for the ``with`` block; yield the holder record.
+
+    ``what`` names the run (``"run db-failover"``, ``"suite smoke"``); ``trigger``
+    says what started it (default ``$FAULTBOOK_TRIGGER`` or ``user:<login>``).
+    Waits up to ``wait_s`` seconds for another holder to finish, then raises
+    ``InventoryBusy`` naming that holder.
+    """
+    if not (wait_s >= 0 and wait_s != float("inf")):
+        raise ParameterError(f"lock wait must be a number of seconds >= 0, got {wait_s}")
+    path = lock_path(inv)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read(fd)
+                    raise InventoryBusy(
+                        f"inventory {inv.name!r} is busy: {_describe(holder)} holds its run lock "
+                        f"({path}); try again when it has finished",
+                        holder,
+                    ) from None
+                time.sleep(POLL_S)
+        record = {
+            "pid": os.getpid(),
+            "what": what,
+            "trigger": trigger or default_trigger(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        try:
+            yield record
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def holder(inv: _Named) -> dict[str, Any] | None:
+    """Who holds the inventory's run lock now, or None when nobody does."""
+    path = lock_path(inv)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read(fd) or {"what": "unknown"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def default_trigger() -> str:
+    """``$FAULTBOOK_TRIGGER`` (``alert:<fingerprint>``, ``schedule:<name>``), else
+    ``user:<login>``."""
+    env = os.environ.get("FAULTBOOK_TRIGGER", "").strip()
+    if env:
+        return env
+    try:
+        login = os.getlogin()
+    except OSError:
+        import pwd
+
+        login = pwd.getpwuid(os.getuid()).pw_name
+    return f"user:{login}"
