@@ -19,12 +19,14 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from faultbook.errors import InventoryBusy, ParameterError
-from faultbook.paths import state_dir
+from faultbook.inventory import resolve_path
+from faultbook.paths import LAB_INVENTORY, state_dir
 
 POLL_S = 0.2
 
@@ -35,6 +37,22 @@ class _Named(Protocol):
 
     @property
     def is_lab(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Key:
+    """An inventory's identity for the lock, without parsing it (``key``)."""
+
+    name: str
+    is_lab: bool
+
+
+def key(inventory: str | os.PathLike[str] | None) -> Key:
+    """The lock identity of an inventory given as ``faultbook run -p inventory`` takes it
+    (``"lab"``, a name under inventories/, a directory or a hosts file): the same
+    state directory as the loaded ``Inventory`` has, at the cost of a path lookup."""
+    path = resolve_path(inventory)
+    return Key(path.parent.name, path.resolve() == LAB_INVENTORY.resolve())
 
 
 def lock_path(inv: _Named) -> Path:

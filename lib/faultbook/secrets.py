@@ -25,7 +25,9 @@ VAULT_VARS: dict[str, int] = {
     "vault_pg_monitor_password": 32,
     "vault_pgbackrest_cipher_pass": 48,
     "vault_haproxy_stats_password": 24,
-    "vault_keepalived_auth_pass": 8,  # VRRP PASS authentication uses at most 8 characters
+    "vault_keepalived_auth_pass": 8,
+    # Alertmanager sends it as a bearer token; the controller's alert receiver checks it.
+    "vault_alert_webhook_token": 40,  # VRRP PASS authentication uses at most 8 characters
 }
 
 

@@ -97,3 +97,12 @@ def test_decision_log_appends_and_skips_a_torn_line(home: Path) -> None:
     assert [e["event"] for e in got] == ["decision", "notification"]
     assert [e["decision"] for e in decisions.entries(event="decision")] == ["ran"]
     assert got[0]["at"].endswith("Z")
+
+
+def test_key_matches_the_loaded_inventory() -> None:
+    from faultbook import inventory
+
+    inv = inventory.load("lab")
+    k = lock.key("lab")
+    assert (k.name, k.is_lab) == (inv.name, inv.is_lab)
+    assert lock.key("example").is_lab is False
