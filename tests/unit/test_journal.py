@@ -413,3 +413,34 @@ def test_a_reused_run_directory_retires_the_old_journal(
     assert not journal.Journal(tmp_path).exists()
     (kept,) = tmp_path.glob("faults-*.jsonl")
     assert "reverted" in kept.read_text()
+
+
+def test_preflight_needs_one_prometheus_of_the_redundant_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faultbook.errors import PrometheusError
+    from faultbook.inventory import Host, Inventory
+
+    inv = Inventory(
+        path=tmp_path / "hosts.yml",
+        hosts={
+            "mon1": Host("mon1", "192.0.2.51", ("mon",)),
+            "mon2": Host("mon2", "192.0.2.52", ("mon",)),
+        },
+        groups={"mon": ("mon1", "mon2")},
+        vars={},
+    )
+    up = {"http://192.0.2.52:9090"}
+
+    def rules(url: str) -> list[dict[str, object]]:
+        if url not in up:
+            raise PrometheusError(f"cannot reach {url}", transient=True)
+        return [{"name": "NoWritablePrimary", "health": "ok"}]
+
+    monkeypatch.setattr(preflight, "_rules", rules)
+    checks = preflight.check_prometheus(inv, "NoWritablePrimary")
+    assert all(c.ok for c in checks)
+    assert "mon2 answers" in checks[0].detail and "mon1" in checks[0].detail
+    up.clear()
+    checks = preflight.check_prometheus(inv, "NoWritablePrimary")
+    assert not checks[0].ok and "mon1" in checks[0].detail and "mon2" in checks[0].detail

@@ -169,8 +169,52 @@ def inventory(tmp_path: Path) -> Inventory:
 def test_prometheus_url(tmp_path: Path) -> None:
     inv = inventory(tmp_path)
     assert monitoring.prometheus_url(inv) == "http://192.0.2.40:9090"
-    assert monitoring.prometheus_url(inv) == "http://192.0.2.40:9090"
-    assert monitoring._base("http://127.0.0.1:9/") == "http://127.0.0.1:9"
+    assert monitoring.prometheus_urls(inv) == ["http://192.0.2.40:9090"]
+    assert monitoring.answered_by(inv) is None
+
+
+def two_mon(tmp_path: Path) -> Inventory:
+    return Inventory(
+        path=tmp_path / "two" / "hosts.yml",
+        hosts={
+            "mon1": Host("mon1", "127.0.0.1", ("mon",)),
+            "mon2": Host("mon2", "127.0.0.2", ("mon",)),
+        },
+        groups={"mon": ("mon1", "mon2")},
+        vars={},
+    )
+
+
+def test_any_mon_host_answers_and_the_one_that_did_is_asked_first(
+    prom: FakePrometheus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mon1 refuses (nothing listens on its port); mon2's Prometheus answers."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
+    dead.close()
+    inv = two_mon(tmp_path)
+    urls = {"mon1": dead_url, "mon2": prom.url}
+    monkeypatch.setattr(
+        monitoring,
+        "prometheus_urls",
+        lambda i: sorted(urls.values(), key=lambda u: u != monitoring._answered.get(str(i.path))),
+    )
+    prom.routes["/api/v1/query"] = lambda p: VECTOR
+    assert not monitoring.query(inv, "up").empty
+    assert monitoring._answered[str(inv.path)] == prom.url
+    assert monitoring.prometheus_urls(inv)[0] == prom.url  # asked first from now on
+    prom.close()
+    with pytest.raises(PrometheusError, match="no Prometheus answers") as err:
+        monitoring.query(inv, "up", timeout=0.5)
+    assert err.value.transient
+
+
+def test_answered_by_names_the_mon_host(tmp_path: Path) -> None:
+    inv = two_mon(tmp_path)
+    monitoring._answered[str(inv.path)] = "http://127.0.0.2:9090"
+    assert monitoring.answered_by(inv) == "mon2"
+    assert monitoring.prometheus_urls(inv) == ["http://127.0.0.2:9090", "http://127.0.0.1:9090"]
 
 
 def test_query_vector(prom: FakePrometheus) -> None:
@@ -338,7 +382,7 @@ def test_wait_until_stops_at_once_on_bad_promql(prom: FakePrometheus) -> None:
 def test_stack_helpers_delegate(
     prom: FakePrometheus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitoring, "prometheus_url", lambda inv: prom.url)
+    monkeypatch.setattr(monitoring, "prometheus_urls", lambda inv: [prom.url])
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
     monkeypatch.setenv("HTTP_PROXY", "http://192.0.2.1:3128")
     prom.routes["/api/v1/query"] = lambda p: VECTOR if p["query"] == "up" else BAD_QUERY

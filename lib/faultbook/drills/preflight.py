@@ -13,8 +13,9 @@ that with the runbook's defaults, ``NEEDS``, when the notebook did not).
 
 Checks, in order:
 
-- ``prometheus``: Prometheus on every host of group ``mon`` answers its API
-  (``/api/v1/rules``);
+- ``prometheus``: Prometheus on at least one host of group ``mon`` answers its
+  API (``/api/v1/rules``): the mon hosts are redundant, so one down is named
+  in the detail but refuses nothing (it fires its own alert);
 - ``alert``: a loaded alerting rule has that ``alertname`` and its last
   evaluation did not fail;
 - ``ssh``: every host named answers a command over SSH (host key checked);
@@ -117,17 +118,22 @@ def check_prometheus(inv: Inventory, alert: str | None) -> list[Check]:
         return [Check("prometheus", False, f"{inv.path} has no host in group mon: no Prometheus")]
     checks: list[Check] = []
     rules: list[dict[str, Any]] | None = None
+    up: list[str] = []
+    down: list[str] = []
     for h in inv.group("mon"):
         url = f"http://{h.address}:9090"
         try:
             got = _rules(url)
         except FaultbookError as exc:
-            checks.append(
-                Check("prometheus", False, f"Prometheus on {h.name} ({url}) does not answer: {exc}")
-            )
+            down.append(f"Prometheus on {h.name} ({url}) does not answer: {exc}")
             continue
-        checks.append(Check("prometheus", True, f"Prometheus on {h.name} answers"))
+        up.append(h.name)
         rules = got if rules is None else rules
+    if up:
+        detail = f"Prometheus on {', '.join(up)} answers"
+        checks.append(Check("prometheus", True, "; ".join([detail, *down])))
+    else:
+        checks.append(Check("prometheus", False, "; ".join(down)))
     if alert and rules is not None:
         found = [r for r in rules if r.get("name") == alert]
         if not found:

@@ -47,15 +47,39 @@ ALERT_COLUMNS = ("alertname", "state", "severity", "instance", "active_at", "sum
 MAX_ERROR_CHARS = 300
 
 
+PROMETHEUS_PORT = 9090
+# A powered-off mon host answers nothing (no ARP reply, no reset): without a short
+# connect timeout every query would wait out the whole timeout before trying the next.
+CONNECT_TIMEOUT_S = 1.0
+# Per inventory, the Prometheus that answered last: asked first next time.
+_answered: dict[str, str] = {}
+
+
+def prometheus_urls(inv: Inventory) -> list[str]:
+    """Every mon host's Prometheus, the one that answered last first.
+
+    Each mon host runs the same scrape config and rules, so any of them will do.
+    """
+    urls = [f"http://{h.address}:{PROMETHEUS_PORT}" for h in inv.group("mon")]
+    if not urls:
+        raise PrometheusError(f"{inv.path} has no host in group mon: no Prometheus to ask")
+    last = _answered.get(str(inv.path))
+    return sorted(urls, key=lambda u: u != last)
+
+
 def prometheus_url(inv: Inventory) -> str:
-    """Prometheus' base URL: the first host of group ``mon``, port 9090."""
-    return f"http://{inv.group('mon')[0].address}:9090"
+    """The Prometheus asked first: the one that answered last, else the first mon host."""
+    return prometheus_urls(inv)[0]
 
 
-def _base(target: Inventory | str) -> str:
-    if isinstance(target, str):
-        return target.rstrip("/")
-    return prometheus_url(target)
+def answered_by(inv: Inventory) -> str | None:
+    """The mon host whose Prometheus answered the last query for ``inv`` (None: none yet)."""
+    url = _answered.get(str(inv.path))
+    if url is None:
+        return None
+    return next(
+        (h.name for h in inv.group("mon") if url == f"http://{h.address}:{PROMETHEUS_PORT}"), url
+    )
 
 
 def _one_line(text: object) -> str:
@@ -79,14 +103,50 @@ def api(
 ) -> Any:
     """GET ``path`` of Prometheus' API and return the ``data`` member of a successful answer.
 
-    Raises PrometheusError naming ``expr`` (or the path) when Prometheus cannot be
-    reached, answers with something other than JSON, or reports ``status: error``.
+    With an inventory, each mon host's Prometheus is asked in turn (the one that
+    answered last first) until one answers; ``answered_by`` says which did. A
+    mon host that is down costs at most ``CONNECT_TIMEOUT_S``.
+
+    Raises PrometheusError naming ``expr`` (or the path) when no Prometheus can be
+    reached, one answers with something other than JSON, or reports ``status: error``.
     """
-    url = _base(target) + path
+    if isinstance(target, str):
+        return _api_one(target.rstrip("/"), path, params, timeout=timeout, expr=expr)
+    failures: list[PrometheusError] = []
+    for base in prometheus_urls(target):
+        try:
+            data = _api_one(base, path, params, timeout=timeout, expr=expr)
+        except PrometheusError as exc:
+            if not exc.transient:
+                raise
+            failures.append(exc)
+            continue
+        if failures:
+            log.warning("%s; %s answered instead", failures[-1], base)
+        _answered[str(target.path)] = base
+        return data
+    if len(failures) == 1:
+        raise failures[0]
+    raise PrometheusError(
+        "no Prometheus answers: " + "; ".join(str(f) for f in failures), expr=expr, transient=True
+    )
+
+
+def _api_one(
+    base: str,
+    path: str,
+    params: Mapping[str, Any] | None,
+    *,
+    timeout: float,
+    expr: str | None,
+) -> Any:
+    url = base + path
     what = f"Prometheus query {expr!r}" if expr is not None else f"Prometheus {path}"
     try:
         with http.session() as s:
-            r = s.get(url, params=dict(params or {}), timeout=timeout)
+            r = s.get(
+                url, params=dict(params or {}), timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout)
+            )
     except requests.Timeout:
         raise PrometheusError(
             f"{what}: no answer from {url} within {timeout:g} s", expr=expr, transient=True
