@@ -150,6 +150,18 @@ class PassphraseError(BackupError, UsageError):
     """A repository passphrase that does not decrypt the repository (exit 2)."""
 
 
+class ArchiveError(FaultbookError):
+    """The run archive or its audit log cannot be written or read."""
+
+
+class SuiteError(UsageError):
+    """A suite file that does not load or validate (names the suite and the entry)."""
+
+
+class ScheduleError(UsageError):
+    """A schedule that cannot be made: a bad cron expression or name, no scheduler."""
+
+
 class InventoryBusy(FaultbookError):
     """Another run (``faultbook run``, a suite, a schedule, the alert receiver) holds the
     inventory's run lock. Exit status 75 (EX_TEMPFAIL): try again later."""

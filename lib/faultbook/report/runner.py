@@ -18,6 +18,10 @@ reverted, waits for steady state (bounded) and writes result.json's
      "steady_state": {ok, detail, problems, primary, checked_at}}
 
 A run that needed a rollback has the verdict "fail" and a step "rollback".
+Then the run is archived, whatever its verdict: a copy of the run directory in
+``$FAULTBOOK_HOME/runs/<UTC time>-<runbook>/`` and an entry in the audit log
+(``archive.store``); an archive that cannot be written costs one line on stderr,
+never the run, which stays in the run directory.
 Progress goes to stderr: papermill's progress bar on a terminal, otherwise a
 line per executed code cell.
 """
@@ -42,9 +46,16 @@ from typing import Any
 
 import yaml
 
+from faultbook.archive import store
 from faultbook.drills import procedure, rollback
 from faultbook.drills.journal import Journal, alive
-from faultbook.errors import ParameterError, PreflightFailed, RunbookNotFound, UsageError
+from faultbook.errors import (
+    FaultbookError,
+    ParameterError,
+    PreflightFailed,
+    RunbookNotFound,
+    UsageError,
+)
 from faultbook.paths import RUNBOOKS_DIR
 from faultbook.results import MODES, Run, Summary
 
@@ -198,6 +209,7 @@ class RunOutcome:
     interrupted: int | None = None  # the signal that ended the run (SIGINT, SIGTERM)
     rollback: dict[str, Any] | None = None  # result.json's rollback, when one was needed
     refused: str | None = None  # the pre-flight's reason, when the drill refused to start
+    archived: Path | None = None  # the run's folder in the archive (None: not archived)
 
     @property
     def exit_code(self) -> int:
@@ -387,9 +399,10 @@ def run(
     """Execute a runbook; write DIR/NAME.ipynb, DIR/NAME.html and DIR/result.json.
 
     Whatever the ending, the faults the notebook journaled and did not revert are
-    reverted afterwards (see the module's docstring). ``execution_timeout_s`` bounds
-    each cell (papermill's execution_timeout). ``progress``: None shows papermill's
-    bar on a terminal and a line per cell otherwise, False shows nothing.
+    reverted afterwards (see the module's docstring), then the run is archived.
+    ``execution_timeout_s`` bounds each cell (papermill's execution_timeout).
+    ``progress``: None shows papermill's bar on a terminal and a line per cell
+    otherwise, False shows nothing.
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -399,6 +412,7 @@ def run(
     stem = src.stem
     values = validate(stem, params)
     out_dir = prepare_out_dir(out_dir)
+    started = time.time()
     nb_out = out_dir / f"{stem}.ipynb"
     result = out_dir / "result.json"
     result.unlink(missing_ok=True)
@@ -479,9 +493,23 @@ def run(
             result.write_text(json.dumps(doc, indent=2) + "\n")
         if rb is not None:
             rollback.record(result, rb)
+        archived = archive(out_dir, stem, values, since=started)
     return RunOutcome(
-        nb_out, html, result, Summary.from_file(result), usage, interrupted, rb, refused
+        nb_out, html, result, Summary.from_file(result), usage, interrupted, rb, refused, archived
     )
+
+
+def archive(
+    out_dir: Path, runbook: str, values: Mapping[str, Any], since: float | None = None
+) -> Path | None:
+    """Copy a finished run into the archive; on failure one line on stderr and None (the
+    run stays in OUT_DIR)."""
+    try:
+        return store.archive(out_dir, runbook, params=values, since=since)
+    except FaultbookError as exc:
+        sys.stderr.write(f"faultbook: the run is not archived: {exc}; it stays in {out_dir}\n")
+        sys.stderr.flush()
+        return None
 
 
 def _render_or_none(notebook: Path) -> Path:
