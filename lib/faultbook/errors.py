@@ -171,3 +171,21 @@ class InventoryBusy(FaultbookError):
     def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.holder = holder or {}
+
+
+class AlertPayloadError(UsageError, ValueError):
+    """A webhook body that is not Alertmanager's payload version 4 (the message names the
+    field). ``http_status`` is what the receiver answers: 400 malformed JSON, 422 a wrong
+    version or a schema violation."""
+
+    def __init__(self, message: str, http_status: int = 422) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class RoutesError(UsageError):
+    """An alert routing file (alert-routes.yml) that is malformed; names the route."""
+
+
+class ReceiverError(FaultbookError):
+    """The alert receiver could not be started, stopped or reached."""

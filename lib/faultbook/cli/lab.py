@@ -47,7 +47,9 @@ def lab_up(timeout: float, provision: bool) -> None:
     Returns when every host accepts SSH and its systemd reports running, or
     names the host and unit that is not. On a lab that is already up it only
     reports the status (and re-runs the idempotent provisioning, which then
-    changes nothing).
+    changes nothing). After provisioning it starts the alert receiver
+    (`faultbook alerts start`); with --no-provision it does not (no stack, no
+    Alertmanager to send to it).
     """
     lab_ = _lab()
     lab_.up(timeout=timeout)
@@ -60,6 +62,14 @@ def lab_up(timeout: float, provision: bool) -> None:
             "site.yml", lab_.inv, event_handler=ansible.progress_printer(click.echo)
         )
         click.echo(f"site.yml: {res.status}, changed={res.changed}, {res.duration_s:.0f}s")
+        from faultbook.alerts import service
+
+        st = service.start(lab_.inv)
+        click.echo(f"alert receiver up: pid {st['pid']}, http://{st['listen']}/, log {st['log']}")
+    else:
+        click.echo(
+            "alert receiver not started (--no-provision); `faultbook alerts start` starts it"
+        )
 
 
 @lab.command("image")
@@ -78,8 +88,14 @@ def lab_image(force: bool) -> None:
 @lab.command("down")
 @click.option("--keep-disks", is_flag=True, help="Keep each host's disk for the next `lab up`.")
 def lab_down(keep_disks: bool) -> None:
-    """Stop every host; leave no machine, mount, bridge or process behind."""
-    _lab().down(keep_disks=keep_disks)
+    """Stop the alert receiver, then every host; leave no machine, mount, bridge or process
+    behind."""
+    from faultbook.alerts import service
+
+    lab_ = _lab()
+    if service.stop(lab_.inv):  # not running is no error
+        click.echo("alert receiver stopped")
+    lab_.down(keep_disks=keep_disks)
     click.echo("lab down")
 
 

@@ -35,11 +35,21 @@ from faultbook.cli.base import main
     metavar="SECONDS",
     help="Stop the runbook when one cell runs longer (then roll back) [default: no limit].",
 )
+@click.option(
+    "--lock-wait",
+    "lock_wait",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for another run on the same inventory to finish (0: refuse at once).",
+)
 def run_cmd(
     runbook: str,
     params: tuple[tuple[str, str], ...],
     out_dir: str | None,
     cell_timeout: float | None,
+    lock_wait: float,
 ) -> None:
     """Execute RUNBOOK with papermill and write a report.
 
@@ -48,27 +58,36 @@ def run_cmd(
     Whatever the ending (a failed cell, Ctrl-C, SIGTERM, a dead kernel), every
     fault the drill journaled (DIR/faults.jsonl) and did not revert is reverted
     afterwards, and result.json records the rollback.
+    One run at a time per inventory: the run holds the inventory's run lock
+    (shared with suites, schedules and the alert receiver); another holder
+    makes it wait up to --lock-wait seconds, then refuse naming the holder.
     Exit status: 0 verdict pass, 1 objective missed, step failed, pre-flight
-    refused or rollback needed, 2 usage error, 130/143 interrupted (SIGINT/SIGTERM).
+    refused or rollback needed, 2 usage error, 75 inventory busy,
+    130/143 interrupted (SIGINT/SIGTERM).
     `faultbook runbooks` lists the runbooks and their parameters.
     """
     import math
     from datetime import UTC, datetime
     from pathlib import Path
 
+    from faultbook import lock
     from faultbook.errors import ParameterError
     from faultbook.report import runner
 
     if cell_timeout is not None and not (math.isfinite(cell_timeout) and cell_timeout > 0):
         raise ParameterError(f"--cell-timeout must be a number of seconds > 0, got {cell_timeout}")
+    if not (math.isfinite(lock_wait) and lock_wait >= 0):
+        raise ParameterError(f"--lock-wait must be a number of seconds >= 0, got {lock_wait}")
     path = runner.runbook_path(runbook)
     values = runner.validate(path.stem, dict(params))
     if out_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         out_dir = str(Path("reports") / f"{path.stem}-{stamp}")
     out = runner.prepare_out_dir(out_dir)  # a one-line usage error when it cannot be made
-    click.echo(f"running {path.stem} -> {out_dir}")
-    outcome = runner.run(path.stem, values, out, execution_timeout_s=cell_timeout)
+    key = lock.key(values.get("inventory", "lab"))
+    with lock.hold(key, f"run {path.stem}", wait_s=lock_wait):  # InventoryBusy: exit 75
+        click.echo(f"running {path.stem} -> {out_dir}")
+        outcome = runner.run(path.stem, values, out, execution_timeout_s=cell_timeout)
     s = outcome.summary
     if outcome.refused:
         click.echo(f"faultbook: drill refused: {outcome.refused}", err=True)
