@@ -26,7 +26,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_lab_inventory_has_the_designed_topology() -> None:
     inv = inventory.load("lab")
     assert inv.is_lab
-    assert len(inv.hosts) == 11
+    assert len(inv.hosts) == 12
+    assert [h.name for h in inv.group("mon")] == ["mon1", "mon2"]
     assert [h.name for h in inv.group("db")] == ["db1", "db2", "db3"]
     assert inv.host("lb1").address == "10.77.0.11"
     assert inv.host("db2").vars["postgresql_initial_primary"] == "db1"

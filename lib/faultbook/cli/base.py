@@ -34,7 +34,7 @@ def main(verbose: int) -> None:
 
     \b
     Typical use:
-      faultbook lab up              boot the lab (11 Debian hosts under systemd-nspawn)
+      faultbook lab up              boot the lab (12 Debian hosts under systemd-nspawn)
       faultbook run health-check    run a runbook with papermill, write a report
       faultbook lab down            stop the lab and leave nothing behind
 

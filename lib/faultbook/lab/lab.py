@@ -437,3 +437,16 @@ def _keygen(path: Path, comment: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def power_on(inv: Inventory, host: str) -> bool:
+    """In the lab, boot HOST if it is powered off (what a person would do at the console);
+    True when it had to be booted. Not the lab, or running already: nothing, False."""
+    if not inv.is_lab:
+        return False
+    lab = Lab(inv)
+    if lab.pid(host) is not None:
+        return False
+    log.info("%s is powered off: booting it (lab power control)", host)
+    lab.boot(host)
+    return True

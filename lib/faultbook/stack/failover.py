@@ -266,12 +266,9 @@ def rejoin(
     inv.member(primary, "db")
     if method is not None and method not in ("auto", "rewind", "reclone"):
         raise InventoryError(f"rejoin method must be auto, rewind or reclone, got {method!r}")
-    if inv.is_lab:
-        from faultbook.lab.lab import Lab
+    from faultbook.lab.lab import power_on
 
-        lab = Lab(inv)
-        if lab.pid(host) is None:
-            lab.boot(host)  # the start guard keeps PostgreSQL down: another primary exists
+    power_on(inv, host)  # lab: the start guard keeps PostgreSQL down: another primary exists
     return ansible.run_playbook(
         "db_rejoin.yml",
         inv,

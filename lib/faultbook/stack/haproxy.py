@@ -323,8 +323,12 @@ def enable(inv: Inventory, host: str) -> ansible.PlaybookResult:
 
 def recover(inv: Inventory, host: str, force_restart: bool = False) -> ansible.PlaybookResult:
     """Restart ledger on web host ``host`` if it is not running or not alive (always, with
-    ``force_restart``), then wait until its /readyz answers 200 (web_recover.yml)."""
+    ``force_restart``), then wait until its /readyz answers 200 (web_recover.yml).
+    In the lab a powered-off host is booted first."""
+    from faultbook.lab.lab import power_on
+
     inv.member(host, "web")
+    power_on(inv, host)
     return ansible.run_playbook(
         "web_recover.yml",
         inv,

@@ -95,8 +95,12 @@ def _lb_hosts(inv: Inventory) -> list[str]:
 
 def lb_recover(inv: Inventory, host: str) -> ansible.PlaybookResult:
     """Start HAProxy (waiting for its /healthz) and keepalived on lb host ``host``
-    (lb_recover.yml). keepalived rejoins as BACKUP: the VIP does not move."""
+    (lb_recover.yml). keepalived rejoins as BACKUP: the VIP does not move.
+    In the lab a powered-off host is booted first."""
+    from faultbook.lab.lab import power_on
+
     inv.member(host, "lb")
+    power_on(inv, host)
     return ansible.run_playbook("lb_recover.yml", inv, extravars={"lb_host": host}, limit=host)
 
 
