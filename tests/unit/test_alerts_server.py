@@ -416,3 +416,34 @@ def test_replay_runs_a_saved_payload_through_the_same_decisions(home: Path, tmp_
     assert res.exit_code == 2 and "version is '3'" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["alerts", "replay", str(tmp_path / "none.json")])
     assert res.exit_code == 2 and "cannot be read" in res.output
+
+
+class _FakeLab:
+    def __init__(self, inv: inventory.Inventory) -> None:
+        self.inv = inv
+        self.calls: list[str] = []
+
+    def up(self, timeout: float) -> None:
+        self.calls.append("up")
+
+    def down(self, keep_disks: bool) -> None:
+        self.calls.append("down")
+
+    def summary(self) -> dict:
+        return {"state": "up", "bridge": "fb0", "home": "/x", "hosts": []}
+
+
+def test_lab_down_stops_the_receiver_first_and_up_without_provision_says_so(
+    lab,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from faultbook.cli import lab as cli_lab
+
+    fake = _FakeLab(lab)
+    monkeypatch.setattr(cli_lab, "_lab", lambda: fake)
+    monkeypatch.setattr(service, "stop", lambda inv: fake.calls.append("stop") or False)
+    res = CliRunner().invoke(main, ["lab", "down"])
+    assert res.exit_code == 0 and "lab down" in res.output, res.output
+    assert fake.calls == ["stop", "down"]  # the receiver first; not running is no error
+    res = CliRunner().invoke(main, ["lab", "up", "--no-provision"])
+    assert res.exit_code == 0 and "alert receiver not started (--no-provision)" in res.output

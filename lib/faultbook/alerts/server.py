@@ -223,6 +223,8 @@ def serve(
     from faultbook.alerts import routes
 
     table = routes.load(inv, routes_file)  # RoutesError (exit 2): the receiver does not start
+    import papermill  # noqa: F401 - imported now, not on the first `prepare` (seconds)
+
     host, port = parse_listen(listen) if listen else listen_address(inv)
     secret = token(inv)
     state = {
