@@ -6,7 +6,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from faultbook.drills.traffic import save_records
 from faultbook.results import Run, iso, validate
+
+
+def records(n: int = 40, fail_from: int = 10, fail_to: int = 14) -> pd.DataFrame:
+    """Client records as drills.traffic writes them: N requests, some failing."""
+    t0 = pd.Timestamp("2026-11-27T10:00:00Z")
+    rows = []
+    for i in range(n):
+        sent = t0 + pd.Timedelta(milliseconds=100 * i)
+        ok = not fail_from <= i < fail_to
+        rows.append(
+            {
+                "seq": i,
+                "kind": "POST" if i % 2 == 0 else "GET",
+                "sent_at": sent,
+                "answered_at": sent + pd.Timedelta(milliseconds=10),
+                "latency_ms": 10.0,
+                "status": 201 if ok and i % 2 == 0 else (200 if ok else 503),
+                "ok": ok,
+                "order_id": i if i % 2 == 0 and ok else None,
+                "idempotency_key": f"k{i}" if i % 2 == 0 else "",
+                "error": "" if ok else "HTTP 503",
+            }
+        )
+    df = pd.DataFrame(rows)
+    df["order_id"] = df["order_id"].astype("Int64")
+    return df
 
 
 def fake_result(
@@ -55,6 +84,6 @@ def fake_result(
     run.save(out)
     (out / f"{runbook}.ipynb").write_text('{"cells": []}\n')
     (out / f"{runbook}.html").write_text("<html><body>executed</body></html>\n")
-    (out / "traffic.csv").write_text("seq,kind\n0,POST\n")
+    save_records(records(), out / "traffic.csv")
     (out / "faults.jsonl").write_text('{"event": "intent"}\n')
     return doc

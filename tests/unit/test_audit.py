@@ -139,7 +139,9 @@ def test_a_torn_line_is_flagged_and_the_next_writer_starts_afresh(
     es = audit.entries(home)
     assert [e["seq"] for e in es] == [1, 2] and es[1]["prev"] == es[0]["hash"]
     rep = audit.verify(home)
-    assert [p.text for p in rep.problems] == ["line 2 is not a complete audit entry (torn or edited)"]
+    assert [p.text for p in rep.problems] == [
+        "line 2 is not a complete audit entry (torn or edited)"
+    ]
 
 
 def _append_many(home: str, n: int) -> None:
