@@ -48,11 +48,11 @@ def test_only_firing_alerts_act() -> None:
 def test_a_fingerprint_acted_on_within_the_window_is_a_duplicate(table: routes.Routes) -> None:
     clock = Clock()
     g = guard.Guard(clock)
-    r = table.route("web-node-down")  # window 600 s
+    r = table.route("web-node-down")
     a = _alert(fp="f1", instance="web1")
     assert g.duplicate(a, r, "act-1") is None
     g.note(a, r, "act-1", "/runs/1")
-    clock.now += 599
+    clock.now += r.window_s - 1
     v = g.duplicate(a, r, "act-other")
     assert v is not None and v.decision == "duplicate" and "fingerprint f1" in v.reason
     assert "/runs/1" in v.reason
@@ -112,11 +112,12 @@ def test_a_flapping_alert_triggers_one_run(table: routes.Routes) -> None:
     r = table.route("lost-primary")
     a = _alert("NoWritablePrimary", fp="flap")
     acted = 0
+    step = r.window_s / 6  # five flaps, all within the window of the first
     for _ in range(5):
         if g.duplicate(a, r, "k") is None and g.throttled(a, r) is None:
             g.note(a, r, "k")
             acted += 1
-        clock.now += 30
+        clock.now += step
     assert acted == 1
 
 

@@ -568,3 +568,15 @@ def test_the_role_script_fails_clearly_without_a_socket(tmp_path: Path) -> None:
         timeout=10,
     )
     assert out.returncode == 1 and "missing.sock" in out.stderr and out.stdout == ""
+
+
+def test_incident_leaves_a_target_that_is_up_again_alone() -> None:
+    """An alert that cleared before its run started must not drain a healthy node."""
+    from faultbook import inventory
+    from faultbook.stack.haproxy import BackendHealth, pick_target
+
+    inv = inventory.load("lab")
+    healthy = BackendHealth("web", ())
+    assert pick_target(healthy, "web2", "incident", inv) is None
+    assert pick_target(BackendHealth("web", ("web2",)), "web2", "incident", inv) == "web2"
+    assert pick_target(healthy, "web2", "drill", inv) == "web2"

@@ -341,8 +341,10 @@ def recover(inv: Inventory, host: str, force_restart: bool = False) -> ansible.P
 def pick_target(health: BackendHealth, target: str, mode: str, inv: Inventory) -> str | None:
     """The web host this run deals with, or None when there is nothing to do.
 
-    drill: TARGET, or (empty) the first web host of the inventory. incident: TARGET,
-    or the one failed backend server.
+    drill: TARGET, or (empty) the first web host of the inventory. incident: TARGET
+    when HAProxy has it failed (a TARGET that is UP again is left alone: an alert that
+    has cleared by the time the run starts must not drain a healthy node), or the one
+    failed backend server.
     """
     if target:
         inv.member(target, "web")
@@ -354,6 +356,9 @@ def pick_target(health: BackendHealth, target: str, mode: str, inv: Inventory) -
             log.info("no target given: the drill fails %s, the first web host", target)
         return target
     if target:
+        if target not in health.failed:
+            log.info("%s is UP in HAProxy: nothing to do for it", target)
+            return None
         return target
     if not health.failed:
         return None
