@@ -10,7 +10,18 @@ import pytest
 import faultbook
 
 PKG = Path(faultbook.__file__).parent
-ORDER = ["plumbing", "lab", "stack", "backup", "drills", "archive", "report", "alerts", "suites", "cli"]
+ORDER = [
+    "plumbing",
+    "lab",
+    "stack",
+    "backup",
+    "drills",
+    "archive",
+    "report",
+    "alerts",
+    "suites",
+    "cli",
+]
 MAX_LINES = 600
 
 
