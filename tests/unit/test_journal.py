@@ -444,3 +444,23 @@ def test_preflight_needs_one_prometheus_of_the_redundant_pair(
     up.clear()
     checks = preflight.check_prometheus(inv, "NoWritablePrimary")
     assert not checks[0].ok and "mon1" in checks[0].detail and "mon2" in checks[0].detail
+
+
+def test_alerts_outside_the_runbooks_tiers_are_pre_existing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mon host down before a db failover is named, not held against the failover."""
+    import pandas as pd
+
+    from faultbook.stack import monitoring
+
+    inv = inv_mod.load("lab")
+    rows = [
+        {"alertname": "HostDown", "instance": "mon1"},
+        {"alertname": "MonitoringHostDown", "instance": "mon1"},
+        {"alertname": "HostDown", "instance": "db1"},
+        {"alertname": "NoWritablePrimary", "instance": ""},
+    ]
+    monkeypatch.setattr(monitoring, "alerts", lambda inv, state="firing": pd.DataFrame(rows))
+    got = procedure.firing_outside(inv, "db-failover")
+    assert got == {("HostDown", "mon1"), ("MonitoringHostDown", "mon1")}

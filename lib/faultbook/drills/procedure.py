@@ -105,8 +105,16 @@ class SteadyState:
         return "not in steady state: " + "; ".join(self.problems)
 
 
-def steady_state(inv: Inventory, ignore_alerts: tuple[str, ...] = ()) -> SteadyState:
-    """The stack is healthy: one primary with every standby streaming, no alert firing."""
+def steady_state(
+    inv: Inventory,
+    ignore_alerts: tuple[str, ...] = (),
+    pre_existing: frozenset[tuple[str, str]] = frozenset(),
+) -> SteadyState:
+    """The stack is healthy: one primary with every standby streaming, no alert firing.
+
+    ``pre_existing`` (alertname, instance) pairs are not problems: alerts on hosts the
+    run does not act on that were firing before it started (``Procedure.outside``).
+    """
     problems: list[str] = []
     state = failover.cluster_state(inv)
     prim = failover.primaries(state)
@@ -139,7 +147,18 @@ def steady_state(inv: Inventory, ignore_alerts: tuple[str, ...] = ()) -> SteadyS
         problems.append(f"web tier: {exc}")
     try:
         firing = monitoring.alerts(inv)
-        names = sorted(set(firing["alertname"]) - set(ignore_alerts)) if len(firing) else []
+        names = (
+            sorted(
+                {
+                    str(r["alertname"])
+                    for r in firing.to_dict("records")
+                    if (str(r["alertname"]), str(r["instance"])) not in pre_existing
+                }
+                - set(ignore_alerts)
+            )
+            if len(firing)
+            else []
+        )
         if names:
             problems.append("alerts firing: " + ", ".join(names))
     except FaultbookError as exc:
@@ -148,13 +167,16 @@ def steady_state(inv: Inventory, ignore_alerts: tuple[str, ...] = ()) -> SteadyS
 
 
 def wait_steady_state(
-    inv: Inventory, timeout_s: float = 120.0, ignore_alerts: tuple[str, ...] = ()
+    inv: Inventory,
+    timeout_s: float = 120.0,
+    ignore_alerts: tuple[str, ...] = (),
+    pre_existing: frozenset[tuple[str, str]] = frozenset(),
 ) -> SteadyState:
     """Steady state, waited for up to timeout_s (``poll``); the last state seen, ok or not."""
     last: list[SteadyState] = []
 
     def attempt(_t: float) -> SteadyState | None:
-        s = steady_state(inv, ignore_alerts)
+        s = steady_state(inv, ignore_alerts, pre_existing)
         last[:] = [s]
         return s if s.ok else None
 
@@ -164,6 +186,23 @@ def wait_steady_state(
         )
     except ConditionTimeout:
         return last[0]
+
+
+def firing_outside(inv: Inventory, runbook: str) -> frozenset[tuple[str, str]]:
+    """(alertname, instance) firing now on hosts outside RUNBOOK's tiers (``preflight.NEEDS``
+    groups); empty when Prometheus cannot say."""
+    needs = preflight_mod.NEEDS.get(runbook, preflight_mod.DEFAULT_NEEDS)
+    mine = set(preflight_mod.hosts_of(inv, needs.groups))
+    try:
+        firing = monitoring.alerts(inv, state="firing")
+    except FaultbookError as exc:
+        log.warning("cannot read the alerts firing at the start: %s", exc)
+        return frozenset()
+    return frozenset(
+        (str(r["alertname"]), str(r["instance"]))
+        for r in firing.to_dict("records")
+        if str(r["instance"]) in inv.hosts and str(r["instance"]) not in mine
+    )
 
 
 @dataclass
@@ -181,6 +220,8 @@ class Procedure:
     duration_s: float | None = None
     preflight_report: preflight_mod.Report | None = None
     entry: Entry | None = None
+    # (alertname, instance) firing at the start on hosts outside the runbook's tiers.
+    outside: frozenset[tuple[str, str]] = frozenset()
     _journal: Journal | None = field(default=None, repr=False)
 
     @classmethod
@@ -206,6 +247,7 @@ class Procedure:
             confirm=confirm,
             result_dir=where,
             duration_s=float(duration) if isinstance(duration, int | float) else None,
+            outside=firing_outside(inv, runbook) if mode == "incident" else frozenset(),
         )
 
     @property
@@ -400,12 +442,20 @@ class Procedure:
         return "FAIL: " + "; ".join(failed + missed)
 
     def wait_steady(self, timeout_s: float = 120.0) -> SteadyState:
-        """Wait until the stack is back in steady state; record the step."""
+        """Wait until the stack is back in steady state; record the step.
+
+        In incident mode an alert that was already firing at the start on a host
+        outside the runbook's tiers (a mon host down during a db failover) is named
+        in the detail, not held against the run: this run neither caused nor fixes it.
+        """
         started = now()
-        s = wait_steady_state(self.inv, timeout_s)
+        s = wait_steady_state(self.inv, timeout_s, pre_existing=self.outside)
         # Recorded, not raised: the measurements are saved first; check() fails the run.
         step = Step("steady state after", iso(started), iso(now()), "ok" if s.ok else "failed")
         step.detail = str(s)
+        if self.outside:
+            pairs = ", ".join(f"{a} {i}" for a, i in sorted(self.outside))
+            step.detail += f" (firing before this run, outside its tiers: {pairs})"
         self.run.steps.append(step)
         return s
 
