@@ -5,7 +5,7 @@ One module per command group; importing them registers their commands on ``main`
 
 from __future__ import annotations
 
-from faultbook.cli import alerts, audit, backup, lab, run, stack, suite  # noqa: F401 - registers them
+from faultbook.cli import alerts, audit, backup, history, lab, run, schedule, stack, suite  # noqa: F401
 from faultbook.cli.base import main
 
 __all__ = ["main"]
