@@ -10,7 +10,8 @@ PYTEST  := $(VENV)/bin/pytest
 REPORTS ?= reports
 # What the controller needs from Debian (the lab hosts get theirs in the lab image).
 APT_PACKAGES := systemd-container debootstrap iproute2 iptables util-linux procps \
-                openssh-client iputils-ping python3 python3-venv python3-dev wrk
+                openssh-client iputils-ping python3 python3-venv python3-dev wrk \
+                cron
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

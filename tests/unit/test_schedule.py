@@ -211,6 +211,16 @@ def test_cron_already_running_is_left_alone(tmp_path: Path) -> None:
     assert calls == []
 
 
+def test_a_zombie_cron_is_not_a_running_one(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+    s = _sched(tmp_path, systemd=False, calls=calls)
+    (s.root / "proc/55").mkdir()
+    (s.root / "proc/55/comm").write_text("cron\n")
+    (s.root / "proc/55/stat").write_text("55 (cron) Z 1 55 55 0 -1\n")
+    assert s.cron_pids() == []
+    assert s.ensure_cron().startswith("started cron (pid 4242)") and ["/usr/sbin/cron"] in calls
+
+
 def test_apt_failing_is_one_line(tmp_path: Path) -> None:
     s = _sched(tmp_path, systemd=False)
 

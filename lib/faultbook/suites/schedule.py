@@ -383,9 +383,13 @@ class Scheduler:
         pids = []
         for comm in (self.root / "proc").glob("[0-9]*/comm"):
             try:
-                if comm.read_text().strip() == "cron":
-                    pids.append(int(comm.parent.name))
-            except OSError:
+                if comm.read_text().strip() != "cron":
+                    continue
+                stat = comm.with_name("stat")
+                if stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] in "ZX":
+                    continue  # a zombie (or dead) cron is not a running one
+                pids.append(int(comm.parent.name))
+            except (OSError, IndexError):
                 continue
         return sorted(pids)
 
