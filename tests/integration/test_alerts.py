@@ -114,6 +114,11 @@ def _assert_autopilot(r: drill.AutopilotResult, inv: inv_mod.Inventory) -> None:
     assert r.finished["verdict"] == "pass"
     db_runs = [e for e in r.runs if e.get("alertname") == "NoWritablePrimary"]
     assert len(db_runs) == 1, f"expected one db-failover run for the alert, got {db_runs}"
+    # Any other run the fault's alerts started must have made nothing worse.
+    for e in r.runs:
+        result = Path(e["run_dir"]) / "result.json"
+        if e["decision"] == "ran" and result.exists():  # no result: it found the lock held
+            assert json.loads(result.read_text())["verdict"] == "pass", e
     assert r.procedure.run.verdict == "pass", r.procedure.verdict()
     state = procedure.steady_state(inv)
     assert state.ok, str(state)

@@ -30,7 +30,7 @@ from typing import Any
 from faultbook import decisions, lock
 from faultbook.drills import faults, watchdog
 from faultbook.drills.procedure import Procedure, now
-from faultbook.errors import DrillAborted, ParameterError
+from faultbook.errors import ConditionTimeout, DrillAborted, ParameterError
 from faultbook.inventory import Inventory
 from faultbook.poll import poll
 from faultbook.stack import monitoring, psql, vip
@@ -50,6 +50,8 @@ FAULTS: dict[str, tuple[str, ...]] = {
     "lb": ("host-crash",),
 }
 UNITS = {"web": "ledger.service", "lb": "keepalived.service"}
+# How long the drill waits for runs that hold the inventory, before and after.
+IDLE_TIMEOUT_S = 180.0
 
 
 @dataclass
@@ -72,7 +74,8 @@ class AutopilotResult:
     def summary(self) -> str:
         r = self.result
         seg = ", ".join(f"{k} {v:.2f} s" for k, v in self.segments.items() if v is not None)
-        runs = f"{len(self.runs)} run(s) started by the receiver"
+        runs = ", ".join(f"{e.get('runbook')} ({e.get('alertname')})" for e in self.runs)
+        runs = f"runs started by the receiver: {runs or 'none'}"
         fin = self.finished or {}
         outcome = f"exit {fin.get('exit_status')}, verdict {fin.get('verdict')}" if fin else "none"
         client = (
@@ -136,12 +139,7 @@ def run(
     """
     _check(tier, fault)
     alert, runbook = TIERS[tier]
-    holder = lock.holder(lock.key(str(inv.path)))
-    if holder is not None:
-        raise DrillAborted(
-            f"inventory {inv.name} is busy ({holder.get('what')}, {holder.get('trigger')}): "
-            "an autopilot drill needs the stack to itself"
-        )
+    _wait_idle(inv, IDLE_TIMEOUT_S)
     params = {"tier": tier, "fault": fault, "load_rps": load_rps, "duration_s": duration_s}
     p = Procedure.start(RUNBOOK, inv, "drill", params, result_dir=result_dir)
     p.preflight(alert=alert, hosts=[h.name for h in inv.hosts.values()])
@@ -171,6 +169,11 @@ def run(
         st.detail = (
             f"{runbook}: exit {finished.get('exit_status')}, verdict {finished.get('verdict')}"
         )
+    with p.run.step("follow-up runs") as st:
+        # Other alerts of the same fault may have started runs of their own (a web
+        # node still marked down for a moment after the failover): they end first.
+        _wait_idle(inv, IDLE_TIMEOUT_S)
+        st.detail = "no run holds the inventory"
     with p.run.step("client impact") as st:
         p.stop_load(settle_s=3.0)
         primary = psql.primary(inv)
@@ -181,7 +184,7 @@ def run(
     runs = [
         e
         for e in _since(list(decisions.entries(event="decision")), t0)
-        if e.get("decision") == "ran" and e.get("runbook") == runbook
+        if e.get("decision") in ("ran", "diagnosed")
     ]
     segments = _segments(p, t0, finished, runs)
     p.run.metrics.update({f"{k}_s": v for k, v in segments.items()})
@@ -189,6 +192,27 @@ def run(
     if result_dir:
         p.save(result_dir)
     return AutopilotResult(tier, fault, victim, runs, finished, segments, p, done)
+
+
+def _wait_idle(inv: Inventory, timeout_s: float) -> None:
+    """Wait until no run holds the inventory's lock; DrillAborted naming the holder if
+    one still does after ``timeout_s``."""
+    key = lock.key(str(inv.path))
+    last: list[dict[str, Any]] = []
+
+    def idle(_t: float) -> bool | None:
+        holder = lock.holder(key)
+        last[:] = [holder] if holder else []
+        return True if holder is None else None
+
+    try:
+        poll(idle, timeout_s, what="no run holding the inventory", interval_s=0.5)
+    except ConditionTimeout:
+        h = last[0] if last else {}
+        raise DrillAborted(
+            f"inventory {inv.name} is still busy ({h.get('what')}, {h.get('trigger')}) "
+            f"after {timeout_s:g} s: an autopilot drill needs the stack to itself"
+        ) from None
 
 
 def _inject_extra(p: Procedure, extra: faults.Fault) -> None:
@@ -224,7 +248,7 @@ def _segments(
     p: Procedure, t0: datetime, finished: dict[str, Any], runs: list[dict[str, Any]]
 ) -> dict[str, float | None]:
     fault_at = p.fault.injected_at if p.fault else t0
-    first = runs[0] if runs else {}
+    first = next((e for e in runs if e.get("run_dir") == finished.get("run_dir")), {})
     firing = _alert_starts_at(first.get("payload_file"), first.get("fingerprint"))
     notified = _notified_at(first.get("payload_file"), t0)
     started = _run_started(finished.get("run_dir"))
