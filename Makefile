@@ -15,12 +15,13 @@ APT_PACKAGES := systemd-container debootstrap iproute2 iptables util-linux procp
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup apt venv image demo test lint unit integration nbval bench lab-up lab-down clean
+.PHONY: help setup apt venv image demo test lint unit integration nbval bench bench-alerts lab-up lab-down clean
 
 help:
 	@echo "make demo    set up, boot the lab, run the runbooks, print the report's path"
 	@echo "make test    set up, lint, unit tests, lab integration tests, nbval; lab down at the end"
 	@echo "make bench   measure lab up/down, VIP throughput and each drill x5 (docs/benchmarks.md)"
+	@echo "make bench-alerts  the autopilot drills x5: fault -> alert -> receiver -> runbook"
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -108,7 +109,13 @@ bench: setup
 	$(PY) -m faultbook.report.bench vip --seconds 20
 	$(PY) -m faultbook.report.bench drills --runs 5 --out $(REPORTS)/bench
 	$(PY) -m faultbook.report.bench restore --seed-mib 1024 --runs 3 --out $(REPORTS)/bench
+	$(PY) -m faultbook.alerts.bench --runs 5 --out $(REPORTS)/bench
 	$(FB) lab down
+
+# The autopilot drills alone (alert -> receiver -> runbook), 5 runs per scenario.
+bench-alerts: setup
+	$(FB) lab up
+	$(PY) -m faultbook.alerts.bench --runs 5 --out $(REPORTS)/bench
 
 lab-up: setup
 	$(FB) lab up
