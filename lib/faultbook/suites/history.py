@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from faultbook import decisions
 from faultbook.archive import present, store
@@ -167,7 +168,11 @@ def trend(rows: Sequence[Mapping[str, Any]], drill: str) -> Figure:
                 [p[0] for p in pts], [p[1] for p in pts], c=[p[2] for p in pts], s=28, zorder=2
             )
         ax.set_ylabel(label)
-        ax.set_ylim(bottom=0)
+        if key != "rto_s":  # counts: whole ticks, and room above an all-zero series
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylim(0, max([1.0, *(float(p[1]) * 1.1 for p in pts)]))
+        else:
+            ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
     axes[-1].set_xlabel("run started (UTC)")
     fig.autofmt_xdate()
