@@ -42,7 +42,11 @@ def lab() -> inventory.Inventory:
 
 @pytest.fixture(scope="module")
 def table(lab: inventory.Inventory) -> routes.Routes:
-    return routes.load(lab)
+    """The lab's routes acting at once (settling is tested in test_alerts_settle.py)."""
+    from dataclasses import replace
+
+    t = routes.load(lab)
+    return replace(t, routes=tuple(replace(r, settle_s=0.0) for r in t.routes))
 
 
 def _decisions() -> list[dict[str, Any]]:

@@ -149,6 +149,21 @@ def prepare_notebook(runbook: str, params: Mapping[str, Any], context: Mapping[s
     return d
 
 
+def prometheus_still_firing(inv: Inventory) -> Callable[[Alert], bool]:
+    """Whether Prometheus (any mon host) still has this alert firing, by its labels."""
+
+    def check(alert: Alert) -> bool:
+        from faultbook.stack import monitoring
+
+        for a in monitoring.firing_alerts(inv):
+            labels = a.get("labels") or {}
+            if all(labels.get(k) == v for k, v in alert.labels.items()):
+                return True
+        return False
+
+    return check
+
+
 class Dispatcher:
     """Decides on each alert of a notification and starts what its route says."""
 
@@ -161,9 +176,11 @@ class Dispatcher:
         command: Command = faultbook_run,
         seed: bool = True,
         replay: bool = False,
+        still_firing: Callable[[Alert], bool] | None = None,
     ) -> None:
         self.inv = inv
         self.routes = routes
+        self.still_firing = still_firing or prometheus_still_firing(inv)
         self.guard = guard or guards.Guard()
         self.command = command
         self.replay = replay
@@ -245,7 +262,68 @@ class Dispatcher:
         v = guards.locked(self.lock_key, r)
         if v is not None:
             return self.record(Decision(v.decision, v.reason, **base))
+        if r.settle_s > 0 and not force:
+            return self._settle(alert, r, res.parameters, action, base)
         return self._start(alert, r, res.parameters, action, base)
+
+    def _settle(
+        self,
+        alert: Alert,
+        r: Route,
+        params: Mapping[str, Any],
+        action: str,
+        base: Mapping[str, Any],
+    ) -> Decision:
+        """Act only if the alert still fires after the route's ``settle``: a symptom that
+        clears by itself (a web node marked down for a moment after a database failover,
+        once Alertmanager's inhibition has lifted) starts nothing."""
+        self.guard.note(alert, r, action)
+        self.guard.start(alert, action, "(settling)")
+        d = self.record(
+            Decision(
+                "settling",
+                f"route {r.name}: acts in {r.settle_s:g} s if {alert.name} still fires",
+                **base,
+            )
+        )
+        task = asyncio.get_running_loop().create_task(
+            self._after_settle(alert, r, params, action, base)
+        )
+        self.runs.add(task)
+        task.add_done_callback(self.runs.discard)
+        return d
+
+    async def _after_settle(
+        self,
+        alert: Alert,
+        r: Route,
+        params: Mapping[str, Any],
+        action: str,
+        base: Mapping[str, Any],
+    ) -> None:
+        await asyncio.sleep(r.settle_s)
+        try:
+            firing = await asyncio.to_thread(self.still_firing, alert)
+        except Exception as exc:  # noqa: BLE001 - cannot tell: act, as the alert said
+            log.warning("cannot tell whether %s still fires (%s): acting on it", alert.name, exc)
+            firing = True
+        self.guard.finish(alert, action)
+        self.guard.unnote(alert, r, action)
+        if not firing:
+            self.record(
+                Decision(
+                    "cleared",
+                    f"{alert.name} no longer fires {r.settle_s:g} s after its notification: "
+                    "nothing run",
+                    **base,
+                )
+            )
+            return
+        v = guards.locked(self.lock_key, r)
+        if v is not None:
+            self.record(Decision(v.decision, v.reason, **base))
+            return
+        self._start(alert, r, params, action, base)
 
     async def _prepare(
         self,
@@ -387,10 +465,15 @@ class Dispatcher:
             )
 
     async def drain(self, timeout_s: float | None = None) -> None:
-        """Wait for every run this dispatcher started (``replay``, tests, shutdown)."""
-        if self.runs:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self.runs), timeout_s)
+        """Wait for every run this dispatcher started (``replay``, tests, shutdown),
+        including runs a settling route starts while it waits."""
+
+        async def every() -> None:
+            while self.runs:
+                await asyncio.gather(*list(self.runs))
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(every(), timeout_s)
 
 
 def _verdict(run_dir: Path) -> str | None:

@@ -125,6 +125,15 @@ class Guard:
         )
         self._forget()
 
+    def unnote(self, alert: Alert, route: Route, action: str) -> None:
+        """Take back the last ``note`` of this alert and action (it cleared before acting),
+        so a real failure of the same alert soon after is not a duplicate."""
+        for i in range(len(self.acted) - 1, -1, -1):
+            a = self.acted[i]
+            if (a.fingerprint, a.route, a.action) == (alert.fingerprint, route.name, action):
+                del self.acted[i]
+                return
+
     def start(self, alert: Alert, action: str, run_dir: str) -> None:
         self.in_flight[alert.fingerprint] = run_dir
         self.in_flight_actions[action] = run_dir

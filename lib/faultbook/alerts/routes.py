@@ -65,6 +65,7 @@ ROUTE_KEYS = (
     "max_runs",
     "lock",
     "lock_wait",
+    "settle",
 )
 MATCH_KEYS = ("alertname", "labels", "host_group")
 TOP_KEYS = ("autopilot_allow", "defaults", "routes", "unrouted")
@@ -110,6 +111,8 @@ class Route:
     lock: str
     lock_wait_s: float
     fencing: bool
+    # Act only if the alert still fires this long after the notification (0: at once).
+    settle_s: float = 0.0
 
     @property
     def needs_host(self) -> bool:
@@ -424,6 +427,7 @@ def _route(
         lock=settings["lock"],
         lock_wait_s=duration(where, "lock_wait", settings["lock_wait"], minimum=0.0),
         fencing=fencing,
+        settle_s=duration(where, "settle", raw.get("settle", 0), minimum=0.0),
     )
 
 
