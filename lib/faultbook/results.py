@@ -23,11 +23,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
+if TYPE_CHECKING:  # jsonschema costs about a second to import (its format
+    # libraries build parsers at import): loaded on the first validation, so a
+    # run that starts from an alert does not wait for it.
+    import jsonschema
+    from jsonschema.protocols import Validator
 
 from faultbook.errors import ResultError
 
@@ -198,10 +200,6 @@ def _load_schema() -> dict[str, Any]:
     return doc
 
 
-_FORMATS = jsonschema.FormatChecker(formats=())
-
-
-@_FORMATS.checks("date-time", raises=ValueError)
 def _is_utc(s: object) -> bool:
     """A timestamp with a zero UTC offset (the schema's pattern asks for the Z form)."""
     if not isinstance(s, str):
@@ -212,10 +210,15 @@ def _is_utc(s: object) -> bool:
 
 @functools.cache
 def _validator() -> Validator:
+    import jsonschema
+    from jsonschema.validators import validator_for
+
+    formats = jsonschema.FormatChecker(formats=())
+    formats.checks("date-time", raises=ValueError)(_is_utc)
     doc = _load_schema()
     cls = validator_for(doc)
     cls.check_schema(doc)
-    return cls(doc, format_checker=_FORMATS)
+    return cls(doc, format_checker=formats)
 
 
 def validate(doc: Mapping[str, Any]) -> list[str]:

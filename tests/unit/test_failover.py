@@ -88,3 +88,34 @@ def test_no_standby_at_all() -> None:
     s = state(("db1", "unreachable", ""), ("db2", "down", ""), ("db3", "unreachable", ""))
     with pytest.raises(PromotionRefused, match="no standby answers"):
         failover.choose_candidate(s, "db1", force=True)
+
+
+def test_probe_lost_asks_both_signals_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lost primary makes each signal wait out its timeout: both wait together (each
+    probe waits for the other at a barrier, which only concurrent probes get past)."""
+    import threading
+
+    both = threading.Barrier(2, timeout=5)
+
+    def state(inv: object, timeout: float) -> pd.DataFrame:
+        both.wait()
+        return pd.DataFrame(
+            [{"host": "db1", "role": "unreachable"}, {"host": "db2", "role": "standby"}]
+        )
+
+    def reach(inv: object, host: str, timeout: float) -> bool:
+        both.wait()
+        return False
+
+    monkeypatch.setattr(failover, "cluster_state", state)
+    monkeypatch.setattr(failover, "clients_reach", reach)
+    probe, lost = failover.probe_lost(object(), "db1")  # type: ignore[arg-type]
+    assert list(probe["host"]) == ["db1", "db2"] and "db1 does not answer" in lost
+
+    def alive(inv: object, timeout: float) -> pd.DataFrame:
+        return pd.DataFrame([{"host": "db1", "role": "primary"}])
+
+    monkeypatch.setattr(failover, "cluster_state", alive)
+    monkeypatch.setattr(failover, "clients_reach", lambda inv, host, timeout: True)
+    with pytest.raises(PromotionRefused, match="answers as a primary"):
+        failover.probe_lost(object(), "db1")  # type: ignore[arg-type]

@@ -5,8 +5,17 @@ One module per command group; importing them registers their commands on ``main`
 
 from __future__ import annotations
 
-from faultbook.cli import alerts, audit, backup, history, lab, run, schedule, stack, suite  # noqa: F401
-from faultbook.cli.base import main
+import sys
+
+# papermill imports nbformat, which imports jsonschema, whose format checkers
+# import rfc3987_syntax if it is installed (jupyter's dependencies install it):
+# it builds a parser at import, about a second of every `faultbook run` before
+# the notebook starts, a second an autopilot failover waits. Nothing this
+# command validates uses its "iri" formats, so the command does without it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+from faultbook.cli import alerts, audit, backup, history, lab, run, schedule, stack, suite  # noqa: E402, F401
+from faultbook.cli.base import main  # noqa: E402
 
 __all__ = ["main"]
 

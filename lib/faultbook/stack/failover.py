@@ -183,6 +183,22 @@ def confirm_lost(probe: pd.DataFrame, old_primary: str, reachable_by_clients: bo
     return f"{old_primary} does not answer as a primary ({others})"
 
 
+def probe_lost(inv: Inventory, old_primary: str, timeout: float = 1.5) -> tuple[pd.DataFrame, str]:
+    """The direct probe after the alert, both signals asked at once: every db host's
+    state, and whether the app's hosts still reach OLD_PRIMARY's port. Returns the
+    state table and ``confirm_lost``'s finding (PromotionRefused when it is not lost).
+
+    At once, because a lost primary makes each signal wait out its timeout, and this
+    probe sits inside the clients' write outage."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe") as ex:
+        state = ex.submit(cluster_state, inv, timeout)
+        reach = ex.submit(clients_reach, inv, old_primary, min(timeout, 1.0))
+        probe = state.result()
+        return probe, confirm_lost(probe, old_primary, reach.result())
+
+
 def choose_candidate(
     state: pd.DataFrame, old_primary: str, quorum: int = 1, force: bool = False
 ) -> Candidate:
