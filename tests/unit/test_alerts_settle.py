@@ -92,3 +92,36 @@ def test_settle_is_validated(tmp_path: Path) -> None:
     f.write_text(ROUTES.replace("settle: 0.3s", "settle: soon"))
     with pytest.raises(RoutesError, match="settle"):
         routes.load(inventory.load("lab"), f)
+
+
+def test_a_recovery_preempts_a_read_only_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """backup1 down starts a read-only health-check that holds the inventory; the primary
+    is lost next: the diagnosis is stopped, the failover does not wait behind it."""
+    from dataclasses import replace
+
+    from faultbook import lock
+
+    lab = inventory.load("lab")
+    t = routes.load(lab)
+    table = replace(t, routes=tuple(replace(r, settle_s=0.0) for r in t.routes))
+    monkeypatch.setenv("FAKE_RUN_SLEEP", "60")
+
+    async def go() -> None:
+        d = dispatch.Dispatcher(lab, table, command=fake_command(tmp_path))
+        await d.handle(payload.parse(body(alert("HostDown", {"instance": "backup1"}))), None)
+        for _ in range(200):  # until the read-only run holds the lock
+            if lock.holder(lock.key(str(lab.path))):
+                break
+            await asyncio.sleep(0.05)
+        monkeypatch.setenv("FAKE_RUN_SLEEP", "0")
+        await d.handle(payload.parse(body(alert("NoWritablePrimary", fingerprint="0f"))), None)
+        await d.drain(30)  # shorter than the diagnosis: only a preempted one lets it end
+
+    asyncio.run(go())
+    got = [e["decision"] for e in decisions.entries(event="decision")]
+    assert got == ["diagnosed", "preempted", "ran"]
+    done = {e["runbook"]: e for e in decisions.entries(event="run-finished")}
+    assert done["db-failover"]["exit_status"] == 0
+    assert done["health-check"]["preempted"] and not done["health-check"]["page"]

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -186,6 +187,9 @@ class Dispatcher:
         self.replay = replay
         self.lock_key = lock.key(str(inv.path))
         self.runs: set[asyncio.Task[None]] = set()
+        # Read-only (diagnose) runs in flight, by run directory: a recovery preempts them.
+        self.diagnosing: dict[str, asyncio.subprocess.Process] = {}
+        self.preempted: set[str] = set()
         if seed:
             self.guard.seed(decisions.entries(event="decision"))
 
@@ -375,6 +379,8 @@ class Dispatcher:
         self.guard.note(alert, r, action, str(run_dir))
         self.guard.start(alert, action, str(run_dir))
         decision = "ran" if r.effective == "autopilot" else "diagnosed"
+        if r.effective == "autopilot":
+            self._preempt_diagnoses(base, run_dir)
         d = Decision(
             decision,
             f"route {r.name}: policy {r.effective}"
@@ -389,6 +395,26 @@ class Dispatcher:
         self.runs.add(task)
         task.add_done_callback(self.runs.discard)
         return d
+
+    def _preempt_diagnoses(self, base: Mapping[str, Any], run_dir: Path) -> None:
+        """A recovery does not wait behind a read-only look: stop the receiver's own
+        diagnose runs (SIGTERM to their session; `faultbook run` ends the notebook and
+        frees the inventory's run lock, which the recovery's run is waiting for)."""
+        for where, proc in list(self.diagnosing.items()):
+            if proc.returncode is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            self.preempted.add(where)
+            self.record(
+                Decision(
+                    "preempted",
+                    f"read-only run {where} stopped: the autopilot run {run_dir} needs the "
+                    "inventory",
+                    **base,
+                    run_dir=where,
+                )
+            )
 
     async def _run(
         self,
@@ -413,15 +439,20 @@ class Dispatcher:
                     env=env,
                     start_new_session=True,
                 )
+            if r.effective == "diagnose":
+                self.diagnosing[str(run_dir)] = proc
             status = await proc.wait()
         except OSError as exc:
             log.error("cannot start %s: %s", argv[0], exc)
             output.write_text(f"cannot start {argv[0]}: {exc}\n")
             status = 127
         finally:
+            self.diagnosing.pop(str(run_dir), None)
             self.guard.finish(alert, action)
         verdict = _verdict(run_dir)
-        failed = status != 0
+        preempted = str(run_dir) in self.preempted
+        self.preempted.discard(str(run_dir))
+        failed = status != 0 and not preempted  # a stopped diagnosis pages nobody
         decisions.record(
             "run-finished",
             inventory=self.inv.name,
@@ -434,6 +465,7 @@ class Dispatcher:
             verdict=verdict,
             run_dir=str(run_dir),
             page=failed,
+            **({"preempted": True} if preempted else {}),
             **self._replay(),
         )
         if status == EXIT_BUSY:
