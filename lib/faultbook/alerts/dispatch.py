@@ -29,7 +29,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,11 +290,7 @@ class Dispatcher:
                 **base,
             )
         )
-        task = asyncio.get_running_loop().create_task(
-            self._after_settle(alert, r, params, action, base)
-        )
-        self.runs.add(task)
-        task.add_done_callback(self.runs.discard)
+        self._spawn(self._after_settle(alert, r, params, action, base))
         return d
 
     async def _after_settle(
@@ -389,12 +385,14 @@ class Dispatcher:
             run_dir=str(run_dir),
         )
         self.record(d)
-        task = asyncio.get_running_loop().create_task(
-            self._run(alert, r, params, action, argv, run_dir, base)
-        )
+        self._spawn(self._run(alert, r, params, action, argv, run_dir, base))
+        return d
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run CORO in the background; ``drain`` waits for it."""
+        task = asyncio.get_running_loop().create_task(coro)
         self.runs.add(task)
         task.add_done_callback(self.runs.discard)
-        return d
 
     def _preempt_diagnoses(self, base: Mapping[str, Any], run_dir: Path) -> None:
         """A recovery does not wait behind a read-only look: stop the receiver's own
@@ -453,6 +451,7 @@ class Dispatcher:
         preempted = str(run_dir) in self.preempted
         self.preempted.discard(str(run_dir))
         failed = status != 0 and not preempted  # a stopped diagnosis pages nobody
+        extra: dict[str, Any] = {"preempted": True} if preempted else {}
         decisions.record(
             "run-finished",
             inventory=self.inv.name,
@@ -465,7 +464,7 @@ class Dispatcher:
             verdict=verdict,
             run_dir=str(run_dir),
             page=failed,
-            **({"preempted": True} if preempted else {}),
+            **extra,
             **self._replay(),
         )
         if status == EXIT_BUSY:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from faultbook import decisions, lock
-from faultbook.drills import faults, watchdog
+from faultbook.drills import faults
 from faultbook.drills.procedure import Procedure, now
 from faultbook.errors import ConditionTimeout, DrillAborted, ParameterError
 from faultbook.inventory import Inventory
@@ -147,7 +147,7 @@ def run(
     done: list[str] = []
     for kind, host in pre_faults:
         extra = faults.make(kind, inv, host)
-        _inject_extra(p, extra)
+        p.inject_also(extra)
         done.append(extra.describe())
         log.info("pre-fault: %s", extra.describe())
     if pre_faults:
@@ -213,22 +213,6 @@ def _wait_idle(inv: Inventory, timeout_s: float) -> None:
             f"inventory {inv.name} is still busy ({h.get('what')}, {h.get('trigger')}) "
             f"after {timeout_s:g} s: an autopilot drill needs the stack to itself"
         ) from None
-
-
-def _inject_extra(p: Procedure, extra: faults.Fault) -> None:
-    """Journal a pre-fault, start its watchdog (lab faults), inject it."""
-    extra.prepare()
-    j = p.journal
-    entry = j.intent(extra, p.fault_budget_s(extra))
-    if entry.lab:
-        watchdog.start(j, entry)
-    try:
-        extra.inject()
-    except BaseException as exc:
-        j.inject_failed(entry, f"{type(exc).__name__}: {exc}")
-        raise
-    j.injected(entry, extra.injected_at)
-    p.mark(f"{extra.kind} {extra.target}", extra.injected_at)
 
 
 def _revert_all(p: Procedure) -> None:

@@ -342,11 +342,23 @@ class Procedure:
         """
         self._require_preflight()
         self.fault = fault
+        self._journaled_inject(fault, max_s, own=True)
+        self.mark("fault injected", fault.injected_at)
+
+    def inject_also(self, fault: Fault, max_s: float | None = None) -> None:
+        """A further fault before the drill's own (a mon host down, then the primary):
+        journaled, watched and reverted like it, but not the fault the drill measures."""
+        self._require_preflight()
+        self._journaled_inject(fault, max_s, own=False)
+        self.mark(f"{fault.kind} {fault.target}", fault.injected_at)
+
+    def _journaled_inject(self, fault: Fault, max_s: float | None, own: bool) -> Entry:
+        """Journal, watch (lab faults), inject; ``own``: it is the drill's fault (``entry``)."""
         fault.prepare()
         j = self.journal
-        self.entry = entry = j.intent(
-            fault, max_s if max_s is not None else self.fault_budget_s(fault)
-        )
+        entry = j.intent(fault, max_s if max_s is not None else self.fault_budget_s(fault))
+        if own:
+            self.entry = entry
         if entry.lab:
             pid = watchdog.start(j, entry)
             log.info("watchdog %d guards %s until %s", pid, fault.describe(), entry.deadline)
@@ -356,7 +368,7 @@ class Procedure:
             j.inject_failed(entry, f"{type(exc).__name__}: {exc}")
             raise
         j.injected(entry, fault.injected_at)
-        self.mark("fault injected", fault.injected_at)
+        return entry
 
     def revert(self) -> None:
         """Revert the fault; journaled. A fault the runner or watchdog already reverted is
