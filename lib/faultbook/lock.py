@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,20 +78,45 @@ def _describe(holder: dict[str, Any]) -> str:
     return f"{what} (pid {pid}, {trigger}, since {since})"
 
 
+# The locks this process holds, by lock file: a holder may take it again (a suite
+# holds it, and each of its runs takes it too), counted, released at the outermost.
+_held: dict[str, tuple[int, dict[str, Any]]] = {}
+_held_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def hold(
-    inv: _Named, what: str, *, wait_s: float = 0.0, trigger: str | None = None
+    inv: _Named,
+    what: str,
+    *,
+    wait_s: float = 0.0,
+    trigger: str | None = None,
+    drill: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Hold the inventory's run lock for the ``with`` block; yield the holder record.
 
     ``what`` names the run (``"run db-failover"``, ``"suite smoke"``); ``trigger``
-    says what started it (default ``$FAULTBOOK_TRIGGER`` or ``user:<login>``).
-    Waits up to ``wait_s`` seconds for another holder to finish, then raises
-    ``InventoryBusy`` naming that holder.
+    says what started it (default ``$FAULTBOOK_TRIGGER`` or ``user:<login>``);
+    ``drill`` says its faults are deliberate (the alert receiver then starts no
+    recovery behind it: the drill recovers from its own faults). Waits up to
+    ``wait_s`` seconds for another holder to finish, then raises ``InventoryBusy``
+    naming that holder. Re-entrant within one process (the outer record stays).
     """
     if not (wait_s >= 0 and wait_s != float("inf")):
         raise ParameterError(f"lock wait must be a number of seconds >= 0, got {wait_s}")
     path = lock_path(inv)
+    with _held_lock:
+        mine = _held.get(str(path))
+        if mine is not None:
+            _held[str(path)] = (mine[0] + 1, mine[1])
+    if mine is not None:
+        try:
+            yield mine[1]
+        finally:
+            with _held_lock:
+                depth, rec = _held[str(path)]
+                _held[str(path)] = (depth - 1, rec)
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait_s
@@ -112,12 +138,17 @@ def hold(
             "what": what,
             "trigger": trigger or default_trigger(),
             "since": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "drill": drill,
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
+        with _held_lock:
+            _held[str(path)] = (1, record)
         try:
             yield record
         finally:
+            with _held_lock:
+                del _held[str(path)]
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
@@ -127,6 +158,10 @@ def hold(
 def holder(inv: _Named) -> dict[str, Any] | None:
     """Who holds the inventory's run lock now, or None when nobody does."""
     path = lock_path(inv)
+    with _held_lock:
+        mine = _held.get(str(path))
+    if mine is not None:
+        return dict(mine[1])
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

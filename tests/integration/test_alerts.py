@@ -30,8 +30,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def inv(lab: Lab) -> Iterator[inv_mod.Inventory]:
+    """The receiver on the lab's own routes for this module only: the other integration
+    tests inject faults outside any run (no run lock), and autopilot would act on them."""
     service.start(lab.inv)  # `faultbook lab up` starts it; a no-op when it is up
-    yield lab.inv
+    try:
+        yield lab.inv
+    finally:
+        service.stop(lab.inv)
 
 
 def _url(inv: inv_mod.Inventory) -> str:

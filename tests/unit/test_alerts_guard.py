@@ -159,7 +159,9 @@ def test_a_held_lock_is_locked_for_a_route_that_skips(table: routes.Routes) -> N
 
 
 def test_faultbook_run_refuses_a_busy_inventory_with_75(home: Path) -> None:
-    with lock.hold(lock.key("lab"), "suite smoke", trigger="schedule:nightly"):
+    from lock_fixtures import held_elsewhere
+
+    with held_elsewhere("lab", True, "suite smoke", trigger="schedule:nightly"):
         res = CliRunner().invoke(main, ["run", "health-check", "--out", str(home / "out")])
     assert res.exit_code == 75, res.output
     assert "suite smoke" in res.output and "schedule:nightly" in res.output

@@ -125,3 +125,23 @@ def test_a_recovery_preempts_a_read_only_run(
     done = {e["runbook"]: e for e in decisions.entries(event="run-finished")}
     assert done["db-failover"]["exit_status"] == 0
     assert done["health-check"]["preempted"] and not done["health-check"]["page"]
+
+
+def test_no_recovery_is_queued_behind_a_drill(tmp_path: Path) -> None:
+    """A drill crashes the primary on purpose and recovers itself: the receiver starts
+    nothing, even for a route that would wait for the lock."""
+    from faultbook import lock
+
+    lab = inventory.load("lab")
+    table = routes.load(lab)
+
+    async def go() -> None:
+        d = dispatch.Dispatcher(lab, table, command=fake_command(tmp_path))
+        with lock.hold(lock.key(str(lab.path)), "run db-failover", drill=True):
+            await d.handle(payload.parse(body(alert("NoWritablePrimary", fingerprint="d1"))), None)
+        await d.drain(10)
+
+    asyncio.run(go())
+    got = [(e["decision"], e["reason"]) for e in decisions.entries(event="decision")]
+    assert [g[0] for g in got] == ["locked"] and "in a drill" in got[0][1]
+    assert list(decisions.entries(event="run-finished")) == []

@@ -106,3 +106,34 @@ def test_key_matches_the_loaded_inventory() -> None:
     k = lock.key("lab")
     assert (k.name, k.is_lab) == (inv.name, inv.is_lab)
     assert lock.key("example").is_lab is False
+
+
+def test_the_lock_is_re_entrant_within_a_process(home: Path) -> None:
+    """A suite holds it and each of its runs takes it again; the outer record stays."""
+    with lock.hold(Inv(), "suite smoke", drill=True) as outer:
+        with lock.hold(Inv(), "run web-node-failure") as inner:
+            assert inner is outer or inner == outer
+            assert lock.holder(Inv())["what"] == "suite smoke"
+        assert lock.holder(Inv())["drill"] is True
+    assert lock.holder(Inv()) is None
+
+
+def _hold_drill(home: str, ready: object, done: object) -> None:
+    import os
+
+    os.environ["FAULTBOOK_HOME"] = home
+    with lock.hold(Inv(), "run db-failover", drill=True):
+        ready.set()  # type: ignore[attr-defined]
+        done.wait(10)  # type: ignore[attr-defined]
+
+
+def test_a_drill_holding_the_lock_is_seen_as_one(home: Path) -> None:
+    ready, done = multiprocessing.Event(), multiprocessing.Event()
+    p = multiprocessing.Process(target=_hold_drill, args=(str(home), ready, done))
+    p.start()
+    try:
+        assert ready.wait(10)
+        assert lock.holder(Inv())["drill"] is True
+    finally:
+        done.set()
+        p.join()

@@ -304,7 +304,9 @@ def test_a_person_s_skipped_entry_is_audited_but_not_a_decision(
 def test_a_busy_inventory_skips_the_suite_and_records_it(home: Path, tmp_path: Path) -> None:
     fake = FakeRunner()
     inv = inventory_mod.load("lab")
-    with lock.hold(inv, "run db-failover", trigger="user:bob"):
+    from lock_fixtures import held_elsewhere
+
+    with held_elsewhere(inv.name, inv.is_lab, "run db-failover", trigger="user:bob"):
         res = _run(model.load("smoke"), tmp_path / "out", run=fake)
     assert fake.calls == [] and res.exit_code == 75 and res.verdict == "skipped"
     assert "run db-failover" in res.busy

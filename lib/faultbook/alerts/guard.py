@@ -9,7 +9,8 @@
 - ``Guard.throttled``: at most ``max_runs`` runs per alert name per route per window
   (a flapping alert, whose fingerprint changes with its labels, triggers one run).
 - ``locked``: the inventory's run lock (``faultbook.lock``) is held and the route says
-  ``lock: skip`` (``wait`` lets the run wait for it, bounded by ``lock_wait``).
+  ``lock: skip`` (``wait`` lets the run wait for it, bounded by ``lock_wait``), or a
+  drill holds it (whatever the route says: the drill recovers from its own faults).
 
 "Acted" means a decision ran, diagnosed or prepared. The guard's memory is seeded from
 the decision log, so a restarted receiver and ``faultbook alerts replay`` see what was
@@ -178,10 +179,18 @@ class Guard:
 
 
 def locked(inv: lock._Named, route: Route) -> Verdict | None:
-    """The inventory's run lock is held and the route does not wait for it."""
+    """The inventory's run lock is held and the route does not wait for it, or a drill
+    holds it: a drill's faults are deliberate and it recovers from them itself, so no
+    recovery is queued behind it (it would act on a stack the drill has already fixed)."""
     holder = lock.holder(inv)
     if holder is None:
         return None
+    if holder.get("drill"):
+        return Verdict(
+            "locked",
+            f"inventory {inv.name} is in a drill: {lock._describe(holder)} injects its "
+            "faults on purpose and recovers from them itself; nothing started",
+        )
     if route.lock == "wait" and route.lock_wait_s > 0:
         return None  # the run itself waits, bounded (faultbook run --lock-wait)
     return Verdict(

@@ -85,7 +85,8 @@ def run_cmd(
         out_dir = str(Path("reports") / f"{path.stem}-{stamp}")
     out = runner.prepare_out_dir(out_dir)  # a one-line usage error when it cannot be made
     key = lock.key(values.get("inventory", "lab"))
-    with lock.hold(key, f"run {path.stem}", wait_s=lock_wait):  # InventoryBusy: exit 75
+    drill = runner.deliberate(values)
+    with lock.hold(key, f"run {path.stem}", wait_s=lock_wait, drill=drill):  # busy: exit 75
         click.echo(f"running {path.stem} -> {out_dir}")
         outcome = runner.run(path.stem, values, out, execution_timeout_s=cell_timeout)
     s = outcome.summary

@@ -46,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from faultbook import lock
 from faultbook.archive import store
 from faultbook.drills import procedure, rollback
 from faultbook.drills.journal import Journal, alive
@@ -388,6 +389,11 @@ def _shield(signum: int, _frame: Any) -> None:
 
 
 # ------------------------------------------------------------------------- run
+def deliberate(values: Mapping[str, Any]) -> bool:
+    """A run whose faults are deliberate: a drill, or a planned switchover."""
+    return values.get("mode") in ("drill", "switchover") or values.get("drill") is True
+
+
 def run(
     name: str,
     params: Mapping[str, Any],
@@ -395,15 +401,33 @@ def run(
     *,
     execution_timeout_s: float | None = None,
     progress: bool | None = None,
+    lock_wait_s: float = 0.0,
 ) -> RunOutcome:
     """Execute a runbook; write DIR/NAME.ipynb, DIR/NAME.html and DIR/result.json.
 
-    Whatever the ending, the faults the notebook journaled and did not revert are
-    reverted afterwards (see the module's docstring), then the run is archived.
-    ``execution_timeout_s`` bounds each cell (papermill's execution_timeout).
-    ``progress``: None shows papermill's bar on a terminal and a line per cell
-    otherwise, False shows nothing.
+    The run holds the inventory's run lock (``faultbook.lock``; waits up to
+    ``lock_wait_s``, else ``InventoryBusy``, exit 75), marked as a drill when its
+    faults are deliberate (``deliberate``), so that the alert receiver starts no
+    recovery behind it. Whatever the ending, the faults the notebook journaled
+    and did not revert are reverted afterwards (see the module's docstring), then
+    the run is archived. ``execution_timeout_s`` bounds each cell (papermill's
+    execution_timeout). ``progress``: None shows papermill's bar on a terminal and
+    a line per cell otherwise, False shows nothing.
     """
+    stem = runbook_path(name).stem
+    values = validate(stem, params)
+    key = lock.key(values.get("inventory", "lab"))
+    with lock.hold(key, f"run {stem}", wait_s=lock_wait_s, drill=deliberate(values)):
+        return _run(name, values, out_dir, execution_timeout_s, progress)
+
+
+def _run(
+    name: str,
+    params: Mapping[str, Any],
+    out_dir: Path,
+    execution_timeout_s: float | None,
+    progress: bool | None,
+) -> RunOutcome:
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
