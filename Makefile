@@ -110,6 +110,7 @@ demo: setup
 bench: setup
 	$(PY) -m faultbook.report.bench lab
 	$(FB) lab up
+	$(PY) -m faultbook.report.bench hosts --seconds 60
 	$(PY) -m faultbook.report.bench vip --seconds 20
 	$(PY) -m faultbook.report.bench drills --runs 5 --out $(REPORTS)/bench
 	$(PY) -m faultbook.report.bench restore --seed-mib 1024 --runs 3 --out $(REPORTS)/bench

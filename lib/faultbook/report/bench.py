@@ -130,6 +130,62 @@ def _wrk(url: str, seconds: int, conns: int, threads: int, script: str | None) -
     return res
 
 
+def _process_tree(leader: int) -> tuple[int, int]:
+    """RSS (KiB) and CPU time (clock ticks) of every process under LEADER (one lab host)."""
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    rss = ticks = 0
+    todo = list(kids.get(leader, []))
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+        todo += kids.get(pid, [])
+    return rss, ticks
+
+
+def bench_hosts(seconds: int) -> dict[str, Any]:
+    """What each lab host costs at rest: its processes' RSS, and their CPU over SECONDS."""
+    from faultbook.lab.lab import Lab
+
+    if seconds < 1:
+        raise BenchError(f"--seconds must be at least 1, got {seconds}")
+    lab = Lab()
+    leaders = {h: lab.pid(h) for h in lab.inv.hosts}
+    if any(p is None for p in leaders.values()):
+        down = [h for h, p in leaders.items() if p is None]
+        raise BenchError(f"every lab host must be running; not running: {', '.join(down)}")
+    before = {h: _process_tree(int(p or 0)) for h, p in leaders.items()}
+    time.sleep(seconds)
+    after = {h: _process_tree(int(p or 0)) for h, p in leaders.items()}
+    hz = os.sysconf("SC_CLK_TCK")
+    rows = {
+        h: {
+            "rss_mib": round(after[h][0] / 1024),
+            "cpu_pct_of_a_core": round(100 * (after[h][1] - before[h][1]) / hz / seconds, 1),
+        }
+        for h in leaders
+    }
+    total_cpu = round(sum(r["cpu_pct_of_a_core"] for r in rows.values()), 1)
+    total_rss = sum(r["rss_mib"] for r in rows.values())
+    return {
+        "machine": machine(),
+        "seconds": seconds,
+        "hosts": rows,
+        "total": {"rss_mib": total_rss, "cpu_pct_of_a_core": total_cpu},
+    }
+
+
 def bench_vip(seconds: int) -> dict[str, Any]:
     """Sustained GET and POST through the VIP over HTTPS (wrk, bounded in time)."""
 
@@ -345,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--no-cold", dest="cold", action="store_false")
     prov = sub.add_parser("provision", help="fresh provisioning and idempotent re-runs")
     prov.add_argument("--runs", type=int, default=3)
+    hosts = sub.add_parser("hosts", help="each lab host's memory and idle CPU")
+    hosts.add_argument("--seconds", type=int, default=60)
     vip = sub.add_parser("vip", help="GET and POST throughput through the VIP (wrk)")
     vip.add_argument("--seconds", type=int, default=20)
     drills = sub.add_parser("drills", help="each failover drill N times (p50, p95, max)")
@@ -379,6 +437,8 @@ def _bench(a: argparse.Namespace) -> dict[str, Any]:
         result = bench_lab(a.runs, a.cold)
     elif a.what == "provision":
         result = bench_provision(a.runs)
+    elif a.what == "hosts":
+        result = bench_hosts(a.seconds)
     else:
         result = bench_vip(a.seconds)
     return result
