@@ -29,6 +29,7 @@ from typing import Any
 
 from faultbook import decisions, lock
 from faultbook.drills import faults
+from faultbook.drills import procedure
 from faultbook.drills.procedure import Procedure, now
 from faultbook.errors import ConditionTimeout, DrillAborted, ParameterError
 from faultbook.inventory import Inventory
@@ -52,6 +53,8 @@ FAULTS: dict[str, tuple[str, ...]] = {
 UNITS = {"web": "ledger.service", "lb": "keepalived.service"}
 # How long the drill waits for runs that hold the inventory, before and after.
 IDLE_TIMEOUT_S = 180.0
+# With no run started this long after the fault, and a steady stack, it healed itself.
+QUIET_S = 30.0
 
 
 @dataclass
@@ -77,7 +80,11 @@ class AutopilotResult:
         runs = ", ".join(f"{e.get('runbook')} ({e.get('alertname')})" for e in self.runs)
         runs = f"runs started by the receiver: {runs or 'none'}"
         fin = self.finished or {}
-        outcome = f"exit {fin.get('exit_status')}, verdict {fin.get('verdict')}" if fin else "none"
+        outcome = (
+            "healed by itself, no alert started a run"
+            if fin.get("self_healed")
+            else f"exit {fin.get('exit_status')}, verdict {fin.get('verdict')}"
+        )
         client = (
             f"write outage {r.rto_s:.2f} s, {r.lost_writes} lost of {r.acked_writes} acknowledged, "
             f"{r.failed_requests} failed of {r.total_requests}"
@@ -161,13 +168,15 @@ def run(
         st.detail = f"{fault} on {victim}"
     with p.run.step("autopilot run") as st:
         finished = poll(
-            lambda _t: _finished(t0, runbook),
+            lambda _t: _finished(t0, runbook) or _healed(inv, t0, runbook),
             timeout_s,
             what=f"the receiver's {runbook} run for {alert} to finish",
             interval_s=0.5,
         )
         st.detail = (
-            f"{runbook}: exit {finished.get('exit_status')}, verdict {finished.get('verdict')}"
+            "the fault healed by itself before any alert started a run (nothing ran)"
+            if finished.get("self_healed")
+            else f"{runbook}: exit {finished.get('exit_status')}, verdict {finished.get('verdict')}"
         )
     with p.run.step("follow-up runs") as st:
         # Other alerts of the same fault may have started runs of their own (a web
@@ -219,6 +228,23 @@ def _revert_all(p: Procedure) -> None:
     """Revert every journaled fault not yet reverted (the runbook may have done some)."""
     p.revert()
     p.journal.rollback_pending(by="procedure")
+
+
+def _healed(inv: Inventory, t0: datetime, runbook: str) -> dict[str, Any] | None:
+    """The fault healed by itself (systemd restarted a killed service before the alert's
+    ``for:``): ``QUIET_S`` after the fault, no run of RUNBOOK was started or is settling,
+    and the stack is steady. Then there was nothing for the receiver to do."""
+    if (now() - t0).total_seconds() < QUIET_S:
+        return None
+    acted = [
+        e
+        for e in _since(list(decisions.entries(event="decision")), t0)
+        if e.get("runbook") == runbook and e.get("decision") in ("ran", "settling")
+    ]
+    if acted:
+        return None
+    state = procedure.steady_state(inv)
+    return {"self_healed": True, "exit_status": None, "verdict": None} if state.ok else None
 
 
 def _finished(t0: datetime, runbook: str) -> dict[str, Any] | None:
