@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from faultbook import decisions, lock
-from faultbook.drills import faults
-from faultbook.drills import procedure
+from faultbook.drills import faults, procedure
 from faultbook.drills.procedure import Procedure, now
 from faultbook.errors import ConditionTimeout, DrillAborted, ParameterError
 from faultbook.inventory import Inventory
