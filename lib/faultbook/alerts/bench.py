@@ -44,6 +44,7 @@ SEGMENTS = (
     "started_to_writes_back",
     "fault_to_writes_back",
     "write_outage",
+    "fault_to_run_finished",
 )
 
 

@@ -263,7 +263,9 @@ def _segments(
     started = _run_started(finished.get("run_dir"))
     back = None
     r = p.result
-    if r is not None and r.time_to_first_write_s is not None and fault_at is not None:
+    # Writes come back only after an outage: with none (HAProxy routed around a dead
+    # web node, the VIP moved within a request's retries) there is no such moment.
+    if r is not None and r.outages and r.time_to_first_write_s is not None:
         back = r.time_to_first_write_s
 
     def delta(a: datetime | None, b: datetime | None) -> float | None:
@@ -279,6 +281,8 @@ def _segments(
         else round(writes_back - started.timestamp(), 3),
         "fault_to_writes_back": back,
         "write_outage": r.rto_s if r is not None else None,
+        # When the receiver's run ended: the stack recovered without anyone.
+        "fault_to_run_finished": delta(fault_at, _ts(finished.get("at"))),
     }
 
 
