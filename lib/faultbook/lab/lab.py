@@ -440,12 +440,13 @@ def _keygen(path: Path, comment: str) -> None:
 
 
 def power_on(inv: Inventory, host: str) -> bool:
-    """In the lab, boot HOST if it is powered off (what a person would do at the console);
-    True when it had to be booted. Not the lab, or running already: nothing, False."""
+    """In the lab, boot HOST if it is powered off while the lab runs (what a person would do
+    at the console); True when it had to be booted. Not the lab, the lab down (no bridge:
+    nothing to boot into), or running already: nothing, False."""
     if not inv.is_lab:
         return False
     lab = Lab(inv)
-    if lab.pid(host) is not None:
+    if lab.pid(host) is not None or not net.link_exists(lab.bridge):
         return False
     log.info("%s is powered off: booting it (lab power control)", host)
     lab.boot(host)
