@@ -80,8 +80,21 @@ def _describe(holder: dict[str, Any]) -> str:
 
 # The locks this process holds, by lock file: a holder may take it again (a suite
 # holds it, and each of its runs takes it too), counted, released at the outermost.
-_held: dict[str, tuple[int, dict[str, Any]]] = {}
+@dataclass
+class _Held:
+    fd: int
+    record: dict[str, Any]
+    depth: int = 1
+
+
+_held: dict[str, _Held] = {}
 _held_lock = threading.Lock()
+
+
+def _write(fd: int, record: dict[str, Any] | None) -> None:
+    os.ftruncate(fd, 0)
+    if record is not None:
+        os.pwrite(fd, json.dumps(record).encode(), 0)
 
 
 @contextlib.contextmanager
@@ -100,22 +113,29 @@ def hold(
     ``drill`` says its faults are deliberate (the alert receiver then starts no
     recovery behind it: the drill recovers from its own faults). Waits up to
     ``wait_s`` seconds for another holder to finish, then raises ``InventoryBusy``
-    naming that holder. Re-entrant within one process (the outer record stays).
+    naming that holder. Re-entrant within one process: the outer record stays,
+    marked a drill while an inner holder is one (a suite's drill entry).
     """
     if not (wait_s >= 0 and wait_s != float("inf")):
         raise ParameterError(f"lock wait must be a number of seconds >= 0, got {wait_s}")
-    path = lock_path(inv)
+    path = str(lock_path(inv))
     with _held_lock:
-        mine = _held.get(str(path))
+        mine = _held.get(path)
         if mine is not None:
-            _held[str(path)] = (mine[0] + 1, mine[1])
+            mine.depth += 1
+            was_drill = mine.record["drill"]
+            if drill and not was_drill:
+                mine.record["drill"] = True
+                _write(mine.fd, mine.record)
     if mine is not None:
         try:
-            yield mine[1]
+            yield mine.record
         finally:
             with _held_lock:
-                depth, rec = _held[str(path)]
-                _held[str(path)] = (depth - 1, rec)
+                mine.depth -= 1
+                if mine.record["drill"] != was_drill:
+                    mine.record["drill"] = was_drill
+                    _write(mine.fd, mine.record)
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -140,16 +160,15 @@ def hold(
             "since": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "drill": drill,
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
+        _write(fd, record)
         with _held_lock:
-            _held[str(path)] = (1, record)
+            _held[path] = _Held(fd, record)
         try:
             yield record
         finally:
             with _held_lock:
-                del _held[str(path)]
-            os.ftruncate(fd, 0)
+                del _held[path]
+            _write(fd, None)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
@@ -160,8 +179,8 @@ def holder(inv: _Named) -> dict[str, Any] | None:
     path = lock_path(inv)
     with _held_lock:
         mine = _held.get(str(path))
-    if mine is not None:
-        return dict(mine[1])
+        if mine is not None:
+            return dict(mine.record)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -170,6 +189,15 @@ def holder(inv: _Named) -> dict[str, Any] | None:
             return _read(fd) or {"what": "unknown"}
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
+    finally:
+        os.close(fd)
+
+
+def _read_file(inv: _Named) -> dict[str, Any]:
+    """The holder record as written in the lock file (what other processes read)."""
+    fd = os.open(lock_path(inv), os.O_RDONLY)
+    try:
+        return _read(fd)
     finally:
         os.close(fd)
 

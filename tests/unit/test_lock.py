@@ -137,3 +137,14 @@ def test_a_drill_holding_the_lock_is_seen_as_one(home: Path) -> None:
     finally:
         done.set()
         p.join()
+
+
+def test_a_drill_inside_a_suite_marks_the_suite_as_one_while_it_runs(home: Path) -> None:
+    """The receiver reads the record: a suite's drill entry must read as a drill."""
+    with lock.hold(Inv(), "suite smoke"):
+        assert lock.holder(Inv())["drill"] is False
+        with lock.hold(Inv(), "run db-failover", drill=True):
+            assert lock.holder(Inv())["drill"] is True
+            assert lock._read_file(Inv())["drill"] is True  # what other processes see
+        assert lock.holder(Inv())["drill"] is False
+        assert lock._read_file(Inv())["drill"] is False

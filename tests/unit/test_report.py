@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import fakeruns
 import pandas as pd
 
 from faultbook.drills.traffic import save_records
@@ -14,27 +15,7 @@ T0 = pd.Timestamp("2026-11-27T10:00:00Z")
 
 
 def _records(n: int, fail_from: int, fail_to: int) -> pd.DataFrame:
-    rows = []
-    for i in range(n):
-        sent = T0 + pd.Timedelta(milliseconds=100 * i)
-        ok = not fail_from <= i < fail_to
-        rows.append(
-            {
-                "seq": i,
-                "kind": "POST" if i % 2 == 0 else "GET",
-                "sent_at": sent,
-                "answered_at": sent + pd.Timedelta(milliseconds=10),
-                "latency_ms": 10.0,
-                "status": 201 if ok and i % 2 == 0 else (200 if ok else 503),
-                "ok": ok,
-                "order_id": i if i % 2 == 0 and ok else None,
-                "idempotency_key": f"k{i}" if i % 2 == 0 else "",
-                "error": "" if ok else "HTTP 503",
-            }
-        )
-    df = pd.DataFrame(rows)
-    df["order_id"] = df["order_id"].astype("Int64")
-    return df
+    return fakeruns.records(n, fail_from, fail_to)
 
 
 def fake_run(runbook: str, params: dict[str, Any], out: Path) -> None:

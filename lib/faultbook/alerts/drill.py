@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from faultbook import decisions, lock
-from faultbook.drills import faults, procedure
+from faultbook.drills import faults, procedure, steps
 from faultbook.drills.procedure import Procedure, now
 from faultbook.errors import ConditionTimeout, DrillAborted, ParameterError
 from faultbook.inventory import Inventory
@@ -49,7 +49,6 @@ FAULTS: dict[str, tuple[str, ...]] = {
     "web": ("service-kill", "host-crash"),
     "lb": ("host-crash",),
 }
-UNITS = {"web": "ledger.service", "lb": "keepalived.service"}
 # How long the drill waits for runs that hold the inventory, before and after.
 IDLE_TIMEOUT_S = 180.0
 # With no run started this long after the fault, and a steady stack, it healed itself.
@@ -160,7 +159,8 @@ def run(
         # The surviving Prometheus must notice its peer is gone before the real fault.
         monitoring.wait_for_alert(inv, "MonitoringHostDown", timeout_s=30)
     p.start_load(load_rps, duration_s)
-    options = {"unit": UNITS[tier]} if fault.startswith("service") else {}
+    unit = steps.DRILLS[runbook].unit  # the runbook's own drills act on the same unit
+    options = {"unit": unit} if fault.startswith("service") and unit else {}
     t0 = now()
     with p.run.step("inject fault") as st:
         p.inject(faults.make(fault, inv, victim, **options))

@@ -56,6 +56,28 @@ inventory_option = click.option(
 )
 
 
+def _lock_wait(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    import math
+
+    from faultbook.errors import ParameterError
+
+    if not (math.isfinite(value) and value >= 0):
+        raise ParameterError(f"--lock-wait must be a number of seconds >= 0, got {value}")
+    return value
+
+
+lock_wait_option = click.option(
+    "--lock-wait",
+    "lock_wait",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    callback=_lock_wait,
+    help="Wait this long for another run on the same inventory to finish (0: refuse at once).",
+)
+
+
 def load_inventory(inventory: str) -> Inventory:
     """The inventory a command was given (one-line InventoryError when it is bad)."""
     from faultbook import inventory as inventory_mod

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from faultbook.cli.base import main
+from faultbook.cli.base import lock_wait_option, main
 
 
 @main.command("run")
@@ -35,15 +35,7 @@ from faultbook.cli.base import main
     metavar="SECONDS",
     help="Stop the runbook when one cell runs longer (then roll back) [default: no limit].",
 )
-@click.option(
-    "--lock-wait",
-    "lock_wait",
-    type=float,
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait this long for another run on the same inventory to finish (0: refuse at once).",
-)
+@lock_wait_option
 def run_cmd(
     runbook: str,
     params: tuple[tuple[str, str], ...],
@@ -70,25 +62,22 @@ def run_cmd(
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from faultbook import lock
     from faultbook.errors import ParameterError
     from faultbook.report import runner
 
     if cell_timeout is not None and not (math.isfinite(cell_timeout) and cell_timeout > 0):
         raise ParameterError(f"--cell-timeout must be a number of seconds > 0, got {cell_timeout}")
-    if not (math.isfinite(lock_wait) and lock_wait >= 0):
-        raise ParameterError(f"--lock-wait must be a number of seconds >= 0, got {lock_wait}")
     path = runner.runbook_path(runbook)
     values = runner.validate(path.stem, dict(params))
     if out_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         out_dir = str(Path("reports") / f"{path.stem}-{stamp}")
     out = runner.prepare_out_dir(out_dir)  # a one-line usage error when it cannot be made
-    key = lock.key(values.get("inventory", "lab"))
-    drill = runner.deliberate(values)
-    with lock.hold(key, f"run {path.stem}", wait_s=lock_wait, drill=drill):  # busy: exit 75
-        click.echo(f"running {path.stem} -> {out_dir}")
-        outcome = runner.run(path.stem, values, out, execution_timeout_s=cell_timeout)
+    click.echo(f"running {path.stem} -> {out_dir}")
+    # runner.run holds the inventory's run lock (InventoryBusy: exit 75).
+    outcome = runner.run(
+        path.stem, values, out, execution_timeout_s=cell_timeout, lock_wait_s=lock_wait
+    )
     s = outcome.summary
     if outcome.refused:
         click.echo(f"faultbook: drill refused: {outcome.refused}", err=True)

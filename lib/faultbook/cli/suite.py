@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from faultbook.cli.base import inventory_option, main
+from faultbook.cli.base import inventory_option, lock_wait_option, main
 
 
 def _seconds(value: float | None, flag: str) -> float | None:
@@ -72,15 +72,7 @@ def check_cmd(suite: str) -> None:
     metavar="SECONDS",
     help="papermill's execution timeout for every entry (it bounds each cell).",
 )
-@click.option(
-    "--lock-wait",
-    "lock_wait",
-    type=float,
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait this long for another run on the inventory.",
-)
+@lock_wait_option
 def run_cmd(
     suite: str,
     inventory: str,
@@ -101,18 +93,15 @@ def run_cmd(
     Exit status: 0 every entry passed, 1 an entry failed or was skipped,
     2 usage error, 75 the inventory is busy (recorded as skipped).
     """
-    import math
     from pathlib import Path
 
     from faultbook import inventory as inventory_mod
     from faultbook import lock
-    from faultbook.errors import FaultbookError, ParameterError
+    from faultbook.errors import FaultbookError
     from faultbook.suites import demo, execute, model
     from faultbook.suites import junit as junit_mod
 
     _seconds(entry_timeout, "--entry-timeout")
-    if not (math.isfinite(lock_wait) and lock_wait >= 0):
-        raise ParameterError(f"--lock-wait must be a number of seconds >= 0, got {lock_wait}")
     s = model.load(suite)
     trigger = lock.default_trigger()
     res = execute.run_suite(
