@@ -16,7 +16,7 @@ import requests
 from faultbook import ansible, ssh
 from faultbook.backup import repository
 from faultbook.lab.lab import Lab
-from faultbook.stack import http, monitoring, psql
+from faultbook.stack import detect, http, monitoring, psql
 
 pytestmark = pytest.mark.integration
 
@@ -219,7 +219,7 @@ def _connect(host: str, port: int, timeout: float = 3) -> str:
 
 
 @pytest.mark.parametrize(
-    "dest, port", [("web1", 8000), ("db1", 5432), ("backup1", 8432), ("mon1", 9100)]
+    "dest, port", [("web1", 8000), ("db1", 9187), ("backup1", 8432), ("mon1", 9100)]
 )
 def test_controller_flows_outside_the_table_are_refused(stacked: Lab, dest: str, port: int) -> None:
     assert _connect(stacked.inv.host(dest).address, port) != "open"
@@ -230,6 +230,10 @@ def test_controller_flows_in_the_table_are_open(stacked: Lab) -> None:
     assert _connect(inv.vars["vip"], 443) == "open"
     assert _connect(inv.host("lb1").address, 8404) == "open"
     assert _connect(inv.host("mon1").address, 9090) == "open"
+    # The failover's probe: the postmaster answers an SSLRequest, and no further
+    # (pg_hba.conf has no rule for the controller).
+    assert _connect(inv.host("db1").address, 5432) == "open"
+    assert detect.pg_answers(inv.host("db1").address, 5432, timeout=2.0)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,13 @@ import pandas as pd
 import requests
 
 from faultbook import ansible, ssh
-from faultbook.errors import FaultbookError, InventoryError, PromotionRefused, SSHError
+from faultbook.errors import (
+    FaultbookError,
+    InventoryError,
+    PromotionRefused,
+    SSHError,
+    StackError,
+)
 from faultbook.inventory import Inventory
 from faultbook.poll import poll
 from faultbook.stack import http, psql
@@ -264,6 +270,109 @@ def promote(inv: Inventory, host: str, exclude: Iterable[str] = ()) -> ansible.P
         inv,
         extravars={"db_new_primary": host, "db_exclude": ",".join(exclude)},
     )
+
+
+# The postgresql role's failover script (templates/pg-failover.sh.j2): the steps
+# inside the write outage, one SSH call each; the playbooks reconcile afterwards.
+FAILOVER_SCRIPT = "/usr/local/sbin/faultbook-pg-failover"
+REFUSED_EXIT = 3
+
+
+def parse_fields(out: str) -> dict[str, str]:
+    """The failover script's answer: the last line's ``key=value`` pairs."""
+    lines = [x for x in out.strip().splitlines() if "=" in x]
+    if not lines:
+        return {}
+    return dict(f.split("=", 1) for f in lines[-1].split() if "=" in f)
+
+
+def run_script(inv: Inventory, host: str, args: str, timeout: float = 30.0) -> dict[str, str]:
+    """Run the failover script on HOST as root; its fields, or PromotionRefused / StackError."""
+    path = str(inv.vars.get("postgresql_failover_script", FAILOVER_SCRIPT))
+    res = ssh.run(inv, host, f"{path} {args}", timeout=timeout, sudo=True)
+    fields = parse_fields(res.stdout)
+    what = args.split()[0] if args else "?"
+    if res.rc == REFUSED_EXIT:
+        why = fields.get("reason", res.stdout.strip())
+        raise PromotionRefused(f"{host} refused to {what}: {why}")
+    if not res.ok or "result" not in fields:
+        err = (res.stderr or res.stdout).strip().splitlines()
+        raise StackError(
+            f"{host}: {path} {what} failed (exit {res.rc}): {err[-1] if err else 'no output'}"
+        )
+    return fields
+
+
+@dataclass(frozen=True)
+class FastPromotion:
+    """What ``fast_promote`` / ``fast_switchover`` did, and how long each part took."""
+
+    host: str
+    result: str
+    took_s: float
+    followers: dict[str, str]
+    demoted: dict[str, str] | None = None
+
+    def __str__(self) -> str:
+        follow = ", ".join(f"{h}: {r}" for h, r in self.followers.items()) or "none"
+        old = f"; demoted at {self.demoted.get('checkpoint_lsn')}" if self.demoted else ""
+        return f"{self.host} {self.result} in {self.took_s:.2f}s{old}; standbys repointed: {follow}"
+
+
+def _repoint(inv: Inventory, new: str, hosts: list[str]) -> dict[str, str]:
+    """Point every host of HOSTS at NEW (in parallel); what each answered (errors as text)."""
+    if not hosts:
+        return {}
+    path = str(inv.vars.get("postgresql_failover_script", FAILOVER_SCRIPT))
+    results = ssh.run_many(inv, hosts, f"{path} follow {new}", timeout=10.0, sudo=True)
+    out = {}
+    for host, res in results.items():
+        if isinstance(res, SSHError):
+            out[host] = f"unreachable ({res.message})"
+        else:
+            out[host] = parse_fields(res.stdout).get("result") or f"failed (exit {res.rc})"
+    return out
+
+
+def fast_promote(inv: Inventory, cand: Candidate, old: str) -> FastPromotion:
+    """Promote CAND (chosen by ``choose_for``, OLD fenced) in one SSH call, then repoint
+    the other standbys at it (one call each, in parallel).
+
+    The script re-checks on the candidate that its flushed LSN is still at least
+    the one the proof was made with, creates the other hosts' slots, promotes and
+    waits until it accepts writes. ``promote`` (db_promote.yml) reconciles
+    afterwards and finds nothing left to change."""
+    import time
+
+    inv.member(cand.host, "db")
+    started = time.monotonic()
+    fields = run_script(inv, cand.host, f"promote {cand.lsn}")
+    others = [h.name for h in inv.group("db") if h.name not in (old, cand.host)]
+    followers = _repoint(inv, cand.host, others)
+    return FastPromotion(cand.host, fields["result"], time.monotonic() - started, followers)
+
+
+def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) -> FastPromotion:
+    """A planned switchover's outage in three SSH calls: OLD checkpoints and stops
+    cleanly (its WAL senders send everything up to the shutdown checkpoint), NEW
+    waits until it has flushed that checkpoint (CATCH_UP_S at most, else it refuses
+    and OLD stays down for the operator), promotes; the other standbys follow NEW.
+    Then ``rejoin`` brings OLD back as a standby once writes are back."""
+    import time
+
+    inv.member(old, "db")
+    inv.member(new, "db")
+    started = time.monotonic()
+    demoted = run_script(inv, old, "demote", timeout=60.0)
+    lsn = demoted.get("checkpoint_lsn", "")
+    try:
+        parse_lsn(lsn)
+    except FaultbookError:
+        raise StackError(f"{old} stopped but reported no shutdown checkpoint: {demoted}") from None
+    fields = run_script(inv, new, f"promote {lsn} {int(catch_up_s)}", timeout=catch_up_s + 70.0)
+    others = [h.name for h in inv.group("db") if h.name not in (old, new)]
+    followers = _repoint(inv, new, others)
+    return FastPromotion(new, fields["result"], time.monotonic() - started, followers, demoted)
 
 
 def switchover(inv: Inventory, old: str, new: str) -> ansible.PlaybookResult:
