@@ -90,32 +90,110 @@ def test_no_standby_at_all() -> None:
         failover.choose_candidate(s, "db1", force=True)
 
 
-def test_probe_lost_asks_both_signals_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A lost primary makes each signal wait out its timeout: both wait together (each
-    probe waits for the other at a barrier, which only concurrent probes get past)."""
-    import threading
+class FakeInv:
+    vars: dict[str, object] = {}
 
-    both = threading.Barrier(2, timeout=5)
+    def __init__(self, hosts: list[str]) -> None:
+        self._hosts = hosts
 
-    def state(inv: object, timeout: float) -> pd.DataFrame:
-        both.wait()
-        return pd.DataFrame(
-            [{"host": "db1", "role": "unreachable"}, {"host": "db2", "role": "standby"}]
-        )
+    def group(self, name: str) -> list[object]:
+        return [type("H", (), {"name": h})() for h in self._hosts]
 
-    def reach(inv: object, host: str, timeout: float) -> bool:
-        both.wait()
-        return False
+    def member(self, host: str, group: str) -> None:
+        assert host in self._hosts
 
-    monkeypatch.setattr(failover, "cluster_state", state)
-    monkeypatch.setattr(failover, "clients_reach", reach)
-    probe, lost = failover.probe_lost(object(), "db1")  # type: ignore[arg-type]
-    assert list(probe["host"]) == ["db1", "db2"] and "db1 does not answer" in lost
 
-    def alive(inv: object, timeout: float) -> pd.DataFrame:
-        return pd.DataFrame([{"host": "db1", "role": "primary"}])
+def script_host(monkeypatch: pytest.MonkeyPatch, answers: dict[str, tuple[int, str]]) -> list:
+    """ssh.run / run_many stand-ins: each host answers (rc, stdout); calls are recorded."""
+    from faultbook import ssh
 
-    monkeypatch.setattr(failover, "cluster_state", alive)
-    monkeypatch.setattr(failover, "clients_reach", lambda inv, host, timeout: True)
-    with pytest.raises(PromotionRefused, match="answers as a primary"):
-        failover.probe_lost(object(), "db1")  # type: ignore[arg-type]
+    calls: list[tuple[str, str]] = []
+
+    def run(inv: object, host: str, cmd: str, timeout: float = 0, sudo: bool = False):
+        assert sudo, "the failover script runs as root"
+        calls.append((host, cmd))
+        rc, out = answers[host]
+        return ssh.CommandResult(host, rc, out, "")
+
+    def run_many(inv: object, hosts: list[str], cmd: str, timeout: float = 0, sudo: bool = False):
+        return {h: run(inv, h, cmd, timeout, sudo) for h in hosts}
+
+    monkeypatch.setattr(failover.ssh, "run", run)
+    monkeypatch.setattr(failover.ssh, "run_many", run_many)
+    return calls
+
+
+def test_parse_fields_takes_the_last_key_value_line() -> None:
+    out = "NOTICE: something\nresult=promoted host=db2 flushed_lsn=0/5000060 ms=412\n"
+    assert failover.parse_fields(out) == {
+        "result": "promoted",
+        "host": "db2",
+        "flushed_lsn": "0/5000060",
+        "ms": "412",
+    }
+    assert failover.parse_fields("") == {}
+
+
+def test_fast_promote_checks_the_proof_lsn_then_repoints_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = script_host(
+        monkeypatch,
+        {
+            "db2": (0, "result=promoted host=db2 ms=300\n"),
+            "db3": (0, "result=followed upstream=db2\n"),
+        },
+    )
+    cand = failover.Candidate("db2", "0/5000200", True, "proof")
+    done = failover.fast_promote(FakeInv(["db1", "db2", "db3"]), cand, "db1")  # type: ignore[arg-type]
+    assert calls[0] == ("db2", f"{failover.FAILOVER_SCRIPT} promote 0/5000200")
+    assert calls[1] == ("db3", f"{failover.FAILOVER_SCRIPT} follow db2")
+    assert all(h != "db1" for h, _ in calls), "the fenced old primary is never asked"
+    assert done.result == "promoted" and done.followers == {"db3": "followed"}
+    assert "db3: followed" in str(done)
+
+
+def test_fast_promote_refusal_is_a_promotion_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = script_host(
+        monkeypatch, {"db2": (3, "result=refused reason=flushed-lsn-0/4000000-below-0/5000200\n")}
+    )
+    cand = failover.Candidate("db2", "0/5000200", True, "proof")
+    with pytest.raises(PromotionRefused, match="below-0/5000200"):
+        failover.fast_promote(FakeInv(["db1", "db2", "db3"]), cand, "db1")  # type: ignore[arg-type]
+    assert [h for h, _ in calls] == ["db2"], "nothing is repointed at a refused candidate"
+
+
+def test_fast_promote_script_failure_names_host_and_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    script_host(monkeypatch, {"db2": (1, "")})
+    cand = failover.Candidate("db2", "0/5000200", True, "proof")
+    with pytest.raises(failover.StackError, match=r"db2: .* promote failed \(exit 1\)"):
+        failover.fast_promote(FakeInv(["db1", "db2", "db3"]), cand, "db1")  # type: ignore[arg-type]
+
+
+def test_fast_switchover_promotes_at_the_shutdown_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = script_host(
+        monkeypatch,
+        {
+            "db1": (0, "result=demoted host=db1 checkpoint_lsn=0/6000028 ms=210\n"),
+            "db2": (0, "result=promoted host=db2 ms=120\n"),
+            "db3": (0, "result=followed upstream=db2\n"),
+        },
+    )
+    done = failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2", catch_up_s=7)  # type: ignore[arg-type]
+    assert [c for _, c in calls] == [
+        f"{failover.FAILOVER_SCRIPT} demote",
+        f"{failover.FAILOVER_SCRIPT} promote 0/6000028 7",
+        f"{failover.FAILOVER_SCRIPT} follow db2",
+    ]
+    assert done.demoted and done.demoted["checkpoint_lsn"] == "0/6000028"
+
+
+def test_fast_switchover_without_a_checkpoint_stops_before_promoting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = script_host(monkeypatch, {"db1": (0, "result=demoted host=db1 checkpoint_lsn=\n")})
+    with pytest.raises(failover.StackError, match="no shutdown checkpoint"):
+        failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
+    assert [h for h, _ in calls] == ["db1"]

@@ -24,7 +24,7 @@ from faultbook.drills.impact import DrillResult
 from faultbook.drills.procedure import MODES, Procedure, check_params
 from faultbook.errors import FaultbookError, ParameterError, RestoreTargetError
 from faultbook.paths import RUNBOOKS_DIR
-from faultbook.stack import psql
+from faultbook.stack import detect, psql
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ def begin(runbook: str, ns: Mapping[str, Any]) -> Procedure:
     goals = objectives(ns)
     check_params(ns["mode"], ns["load_rps"], ns["duration_s"], goals, modes=spec.modes)
     faults.require_kind(ns["fault"], spec.faults)
+    if "detect_threshold_s" in ns:
+        detect.check_thresholds(ns["detect_threshold_s"], ns["probe_interval_s"])
     inv = inventory_mod.load(ns["inventory"])
     if ns.get("target"):
         inv.member(ns["target"], spec.group)

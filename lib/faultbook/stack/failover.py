@@ -154,57 +154,6 @@ class Candidate:
     reason: str
 
 
-def clients_reach(inv: Inventory, host: str, timeout: float = 2.0) -> bool:
-    """Can the app's hosts open PostgreSQL's port on HOST (the clients' own path)?"""
-    web = inv.group("web")
-    if not web:
-        return False
-    addr = inv.host(host).address
-    port = int(inv.vars.get("postgresql_port", 5432))
-    cmd = f"timeout {timeout:g} bash -c '</dev/tcp/{addr}/{port}' && echo open || echo closed"
-    try:
-        r = ssh.run(inv, web[0].name, cmd, timeout=timeout + 3)
-    except SSHError:
-        return False
-    return r.stdout.strip().endswith("open")
-
-
-def confirm_lost(probe: pd.DataFrame, old_primary: str, reachable_by_clients: bool) -> str:
-    """The second signal after the alert: the old primary serves no client.
-
-    Refuses when it answers as a primary over SSH *and* the app's hosts still
-    reach its port (then the monitoring path is what failed). A primary that
-    answers over SSH but that the clients cannot reach is partitioned: lost.
-    """
-    row = probe[probe["host"] == old_primary]
-    answers = bool(len(row)) and row.iloc[0]["role"] == "primary"
-    if answers and reachable_by_clients:
-        raise PromotionRefused(
-            f"the alert fired but {old_primary} answers as a primary and the web hosts "
-            "reach it: not failing over (check the monitoring path instead)"
-        )
-    others = ", ".join(f"{h}={r}" for h, r in zip(probe["host"], probe["role"], strict=True))
-    if answers:
-        return f"{old_primary} runs as primary but the web hosts cannot reach it ({others})"
-    return f"{old_primary} does not answer as a primary ({others})"
-
-
-def probe_lost(inv: Inventory, old_primary: str, timeout: float = 1.5) -> tuple[pd.DataFrame, str]:
-    """The direct probe after the alert, both signals asked at once: every db host's
-    state, and whether the app's hosts still reach OLD_PRIMARY's port. Returns the
-    state table and ``confirm_lost``'s finding (PromotionRefused when it is not lost).
-
-    At once, because a lost primary makes each signal wait out its timeout, and this
-    probe sits inside the clients' write outage."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe") as ex:
-        state = ex.submit(cluster_state, inv, timeout)
-        reach = ex.submit(clients_reach, inv, old_primary, min(timeout, 1.0))
-        probe = state.result()
-        return probe, confirm_lost(probe, old_primary, reach.result())
-
-
 def choose_candidate(
     state: pd.DataFrame, old_primary: str, quorum: int = 1, force: bool = False
 ) -> Candidate:
@@ -373,6 +322,17 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
     others = [h.name for h in inv.group("db") if h.name not in (old, new)]
     followers = _repoint(inv, new, others)
     return FastPromotion(new, fields["result"], time.monotonic() - started, followers, demoted)
+
+
+def reconcile(inv: Inventory, new: str, old: str) -> str:
+    """After the fast path, with writes back: db_promote.yml, the procedure of record, on
+    every db host but OLD. It should find nothing left to change; what it changed is
+    reported (a standby that could not be repointed in the outage, a missing slot)."""
+    res = promote(inv, new, exclude=[old])
+    changed = {h: s.changed for h, s in sorted(res.stats.items()) if s.changed}
+    if not changed:
+        return f"db_promote.yml: nothing left to change on {', '.join(sorted(res.stats))}"
+    return "db_promote.yml changed " + ", ".join(f"{h}: {n}" for h, n in changed.items())
 
 
 def switchover(inv: Inventory, old: str, new: str) -> ansible.PlaybookResult:
