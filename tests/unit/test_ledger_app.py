@@ -7,6 +7,7 @@ tests need neither Flask nor psycopg nor PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -42,6 +43,10 @@ class FakeStore:
         self.calls = 0
         self.fail_next = 0  # raise DatabaseUnavailable this many times
         self.writable = True
+        # what a standby holds (it may lag), and whether it answers
+        self.standby_rows: dict[int, ledger.Order] = {}
+        self.standby_up = True
+        self.standby_calls = 0
 
     def _maybe_fail(self) -> None:
         self.calls += 1
@@ -67,6 +72,12 @@ class FakeStore:
     def get(self, order_id: int) -> ledger.Order | None:
         self._maybe_fail()
         return next((o for o in self.rows.values() if o.id == order_id), None)
+
+    def get_from_standby(self, order_id: int) -> ledger.Order | None:
+        self.standby_calls += 1
+        if not self.standby_up:
+            raise ledger.DatabaseUnavailable("no readable database host")
+        return self.standby_rows.get(order_id)
 
     def check_writable(self) -> None:
         self._maybe_fail()
@@ -490,54 +501,377 @@ def test_host_attempts_pair_hosts_with_their_own_ports() -> None:
     assert out == ["host=a port=5432", "host=b port=6432"]
 
 
-class _FakeOperationalError(Exception):
+def test_read_params_keep_the_dsn_hosts_and_tls_but_accept_any_session() -> None:
+    params = {
+        "host": "10.0.0.1,10.0.0.2",
+        "port": "5432",
+        "target_session_attrs": "read-write",
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/faultbook/tls/ca.crt",
+        "connect_timeout": "10",
+    }
+    out = ledger.host_attempts(ledger.read_params(params), _make_conninfo)
+    assert out == [
+        f"host=10.0.0.{i} port=5432 target_session_attrs=any sslmode=verify-full "
+        "sslrootcert=/etc/faultbook/tls/ca.crt connect_timeout=2"
+        for i in (1, 2)
+    ]
+    assert params["target_session_attrs"] == "read-write"  # the primary's DSN is untouched
+
+
+# ----------------------------------------------------------------------------
+# Reconnect order, the connection gate, standby reads (PgStore, fake psycopg)
+# ----------------------------------------------------------------------------
+
+
+class _FakeError(Exception):
+    pass
+
+
+class _FakeOperationalError(_FakeError):
+    pass
+
+
+class _FakeInterfaceError(_FakeError):
     pass
 
 
 class _FakePsycopg:
-    OperationalError = _FakeOperationalError
+    """psycopg as PgStore uses it. A conninfo is "<host> <rw|any>"; each host
+    is "primary", "standby" or "down" (a connect or query there fails)."""
 
-    def __init__(self, up: set[str]) -> None:
-        self.up = up
+    Error = _FakeError
+    OperationalError = _FakeOperationalError
+    InterfaceError = _FakeInterfaceError
+
+    def __init__(self, **hosts: str) -> None:
+        self.hosts = hosts
+        self.rows: dict[str, dict[int, tuple[object, ...]]] = {h: {} for h in hosts}
         self.calls: list[str] = []
 
-    def connect(self, conninfo: str, autocommit: bool = True) -> str:
+    def connect(self, conninfo: str, autocommit: bool = True) -> _FakeConn:
         self.calls.append(conninfo)
-        if conninfo not in self.up:
-            raise _FakeOperationalError(f"{conninfo}: refused")
-        return f"conn to {conninfo}"
+        host, mode = conninfo.split()
+        if self.hosts[host] == "down":
+            raise _FakeOperationalError(f'connection to server at "{host}" failed: timeout expired')
+        if mode == "rw" and self.hosts[host] == "standby":
+            raise _FakeOperationalError(
+                f'connection to server at "{host}", port 5432 failed: session is read-only'
+            )
+        return _FakeConn(self, host)
 
 
-def _store(fake: _FakePsycopg) -> object:
+class _FakeConn:
+    def __init__(self, fake: _FakePsycopg, host: str) -> None:
+        self.fake = fake
+        self.host = host
+        self.closed = False
+
+    def transaction(self, force_rollback: bool = False):  # type: ignore[no-untyped-def]
+        return contextlib.nullcontext()
+
+    def cursor(self) -> _FakeCursor:
+        return _FakeCursor(self)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _FakeCursor:
+    def __init__(self, conn: _FakeConn) -> None:
+        self.conn = conn
+        self.row: tuple[object, ...] | None = None
+
+    def __enter__(self) -> _FakeCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> None:
+        fake = self.conn.fake
+        if fake.hosts[self.conn.host] == "down":
+            raise _FakeOperationalError("server closed the connection unexpectedly")
+        assert sql == ledger.SELECT_BY_ID_SQL
+        self.row = fake.rows[self.conn.host].get(int(params[0]))  # type: ignore[call-overload]
+
+    def fetchone(self) -> tuple[object, ...] | None:
+        return self.row
+
+
+def _connector(fake: _FakePsycopg, mode: str = "rw", failed=None):  # type: ignore[no-untyped-def]
+    attempts = [f"{host} {mode}" for host in fake.hosts]
+    what = "read-write" if mode == "rw" else "readable"
+    return ledger.Connector(fake, attempts, failed or ledger.FailedHosts(), what)
+
+
+def _pg_store(fake: _FakePsycopg) -> object:
     store = ledger.PgStore.__new__(ledger.PgStore)
+    failed = ledger.FailedHosts()
     store._psycopg = fake
-    store._attempts = ["h1", "h2", "h3"]
-    store._preferred = 0
-    store._gate = __import__("threading").Lock()
-    store._failed_at = float("-inf")
-    store._failure = ""
+    store._primary = _connector(fake, "rw", failed)
+    store._reader = _connector(fake, "any", failed)
+    store._ready_timeout_ms = 500
+    store._on_error = None
     return store
 
 
+def test_host_order_last_primary_first_then_healthy_then_failed_oldest_first() -> None:
+    failed = ledger.FailedHosts()
+    assert failed.order(4) == [0, 1, 2, 3]
+    assert failed.order(4, first=2) == [2, 0, 1, 3]
+    failed.failed(3)
+    failed.failed(0)
+    assert failed.order(4, first=2) == [2, 1, 3, 0]
+    failed.failed(3)  # failed again: now the newest failure
+    assert failed.order(4, first=2) == [2, 1, 0, 3]
+    failed.failed(2)  # the last primary failed since: no longer first
+    assert failed.order(4, first=2) == [1, 0, 3, 2]
+    failed.answered(0)
+    assert failed.order(4, first=1, avoid=1) == [0, 1, 3, 2]  # avoid beats first
+
+
 def test_connect_skips_dead_hosts_and_prefers_the_last_good_one() -> None:
-    fake = _FakePsycopg(up={"h3"})
-    store = _store(fake)
-    assert store._connect() == "conn to h3"
-    assert fake.calls == ["h1", "h2", "h3"]
+    fake = _FakePsycopg(h1="down", h2="down", h3="primary")
+    conn = _connector(fake)
+    assert conn.connection().host == "h3"
+    assert fake.calls == ["h1 rw", "h2 rw", "h3 rw"]
+    conn.drop()
     fake.calls.clear()
-    assert store._connect() == "conn to h3"
-    assert fake.calls == ["h3"]  # the host that answered last is tried first
+    assert conn.connection().host == "h3"
+    assert fake.calls == ["h3 rw"]  # the host that gave a read-write session is tried first
+
+
+def test_after_a_failover_new_connections_skip_the_dead_former_primary() -> None:
+    fake = _FakePsycopg(h1="primary", h2="standby", h3="standby")
+    conn = _connector(fake)
+    assert conn.connection().host == "h1"
+    fake.hosts.update(h1="down", h3="primary")  # h1 crashed, h3 was promoted
+    conn.drop()
+    fake.calls.clear()
+    assert conn.connection().host == "h3"
+    assert fake.calls == ["h1 rw", "h2 rw", "h3 rw"]  # the one connect that finds out
+    conn.drop()
+    fake.calls.clear()
+    assert conn.connection().host == "h3"
+    assert fake.calls == ["h3 rw"]
+    fake.hosts.update(h3="down", h2="primary")  # h3 crashes too, h2 is promoted
+    conn.drop()
+    fake.calls.clear()
+    assert conn.connection().host == "h2"
+    # h3 first (the last primary, not failed yet), then h2 in inventory order;
+    # h1 has failed, so it comes last and is never reached
+    assert fake.calls == ["h3 rw", "h2 rw"]
+    fake.hosts.update(h2="down", h1="primary")  # h1 is back and promoted
+    conn.drop()
+    fake.calls.clear()
+    assert conn.connection().host == "h1"
+    assert fake.calls == ["h2 rw", "h1 rw"]  # failed hosts: h1 (older) before h3
+
+
+def test_a_standby_that_answers_is_not_a_failed_host() -> None:
+    fake = _FakePsycopg(h1="standby", h2="down", h3="primary")
+    conn = _connector(fake)
+    assert conn.connection().host == "h3"
+    fake.hosts.update(h3="down", h2="primary")
+    conn.drop()
+    fake.calls.clear()
+    assert conn.connection().host == "h2"
+    # h3 first (the last primary, not failed yet); h1 answered as a standby
+    # before, so it keeps its normal place, ahead of h2, which had failed
+    assert fake.calls == ["h3 rw", "h1 rw", "h2 rw"]
 
 
 def test_connect_cools_down_after_every_host_failed() -> None:
-    fake = _FakePsycopg(up=set())
-    store = _store(fake)
+    fake = _FakePsycopg(h1="down", h2="standby", h3="down")
+    conn = _connector(fake)
     with pytest.raises(_FakeOperationalError, match="no read-write database host"):
-        store._connect()
+        conn.connection()
     assert len(fake.calls) == 3
     with pytest.raises(_FakeOperationalError, match="failed .* ago"):
-        store._connect()
+        conn.connection()
     assert len(fake.calls) == 3  # nobody hammered the dead hosts during the cool-down
-    store._failed_at -= ledger.CONNECT_COOLDOWN_S
-    fake.up.add("h2")
-    assert store._connect() == "conn to h2"
+    conn._failed_at -= ledger.CONNECT_COOLDOWN_S
+    fake.hosts["h2"] = "primary"
+    fake.calls.clear()
+    assert conn.connection().host == "h2"
+    assert fake.calls == ["h2 rw"]  # the standby that answered before the failed hosts
+
+
+ROW = (7, "k-7", "Ada", 1250, T0)
+
+
+def test_pgstore_reads_on_a_standby_while_the_primary_is_lost() -> None:
+    fake = _FakePsycopg(h1="primary", h2="standby", h3="standby")
+    fake.rows["h1"][7] = fake.rows["h2"][7] = ROW  # h3 lags
+    store = _pg_store(fake)
+    assert store.get(7).id == 7
+    assert ledger.handle_get_order(7, store, standby_reads=True).headers == (
+        ("X-Ledger-Source", "primary"),
+    )
+    fake.hosts["h1"] = "down"  # the primary crashes under an open connection
+    fake.calls.clear()
+    reply = ledger.handle_get_order(7, store, standby_reads=True)
+    assert (reply.status, reply.body["id"]) == (200, 7)
+    assert ("X-Ledger-Source", "standby") in reply.headers
+    # the read went to another host than the lost primary: no wait on h1
+    assert fake.calls == ["h2 any"]
+    # the row is not on the host the read connection reached: no 404
+    store._reader.drop()
+    store._reader.last_good = 2  # say the read connection last used h3 (lagging)
+    fake.calls.clear()
+    with pytest.raises(ledger.DatabaseUnavailable):
+        store.get(7)
+    assert store.get_from_standby(7) is None
+    assert fake.calls[-1] == "h3 any"
+    reply = ledger.handle_get_order(7, store, standby_reads=True)
+    assert reply.status == 503
+    fake.hosts["h2"] = "primary"  # h2 is promoted
+    store._primary._failed_at = float("-inf")  # the cool-down is over
+    fake.calls.clear()
+    reader = store._reader._local.conn
+    assert store.get(7).id == 7
+    assert fake.calls == ["h2 rw"]  # straight to the new primary, h1 tried last
+    assert reader.closed  # the primary answers: the read connection is closed
+
+
+def test_get_from_a_standby_when_the_primary_is_unavailable() -> None:
+    store = FakeStore()
+    created = ledger.handle_create_order("k-1", body(GOOD), store)
+    store.standby_rows[1] = store.rows["k-1"]
+    store.fail_next = 1
+    reply = ledger.handle_get_order(1, store, standby_reads=True)
+    assert (reply.status, reply.body) == (200, created.body)
+    assert reply.headers == (("X-Ledger-Source", "standby"),)
+
+
+def test_a_row_missing_on_a_standby_is_never_404_but_retried_then_503() -> None:
+    store = FakeStore()
+    ledger.handle_create_order("k-1", body(GOOD), store)
+    store.fail_next = 10**6  # the primary stays unavailable; the standby lags
+    clock = FakeClock()
+
+    def retry(fn):  # type: ignore[no-untyped-def]
+        return ledger.call_with_retry(fn, 8.0, sleep=clock.sleep, clock=clock)
+
+    reply = ledger.handle_get_order(1, store, retry, standby_reads=True)
+    assert reply.status == 503
+    assert "may lag" in reply.body["message"]
+    assert store.standby_calls > 1  # every attempt asked the standby again
+    # the standby catches up within the budget: 200
+    store.standby_calls = 0
+
+    def sleep_while_the_standby_catches_up(seconds: float) -> None:
+        clock.sleep(seconds)
+        store.standby_rows[1] = store.rows["k-1"]
+
+    def retry_catching_up(fn):  # type: ignore[no-untyped-def]
+        return ledger.call_with_retry(
+            fn, 8.0, sleep=sleep_while_the_standby_catches_up, clock=clock
+        )
+
+    reply = ledger.handle_get_order(1, store, retry_catching_up, standby_reads=True)
+    assert (reply.status, reply.headers) == (200, (("X-Ledger-Source", "standby"),))
+    assert store.standby_calls == 2  # not found, then found after the catch-up
+
+
+def test_primary_and_standby_both_unavailable_answers_503_naming_both() -> None:
+    store = FakeStore()
+    store.fail_next = 1
+    store.standby_up = False
+    reply = ledger.handle_get_order(1, store, standby_reads=True)
+    assert reply.status == 503
+    assert "connection lost" in reply.body["message"]
+    assert "no readable database host" in reply.body["message"]
+
+
+def test_when_the_primary_answers_the_standby_is_never_asked() -> None:
+    store = FakeStore()
+    store.standby_rows[1] = ledger.Order(1, "k-1", "Ada", 1, T0)  # (cannot happen)
+    reply = ledger.handle_get_order(1, store, standby_reads=True)
+    assert reply.status == 404  # the primary's answer, as before
+    assert reply.headers == (("X-Ledger-Source", "primary"),)
+    assert store.standby_calls == 0
+
+
+def test_standby_reads_off_keeps_the_old_behaviour() -> None:
+    store = FakeStore()
+    ledger.handle_create_order("k-1", body(GOOD), store)
+    store.standby_rows[1] = store.rows["k-1"]
+    store.fail_next = 1
+    assert ledger.handle_get_order(1, store, standby_reads=False).status == 503
+    assert store.standby_calls == 0
+
+
+def test_post_never_reads_on_a_standby() -> None:
+    store = FakeStore()
+    ledger.handle_create_order("k-1", body(GOOD), store)
+    store.standby_rows[1] = store.rows["k-1"]
+    store.fail_next = 1
+    assert ledger.handle_create_order("k-1", body(GOOD), store).status == 503
+    assert store.standby_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, True),
+        ("", True),
+        ("on", True),
+        ("true", True),
+        ("1", True),
+        ("off", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+    ],
+)
+def test_standby_reads_setting(value: str | None, expected: bool) -> None:
+    env = {} if value is None else {"LEDGER_STANDBY_READS": value}
+    assert ledger.Settings.from_env(env).standby_reads is expected
+
+
+def test_a_bad_standby_reads_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="LEDGER_STANDBY_READS"):
+        ledger.Settings.from_env({"LEDGER_STANDBY_READS": "maybe"})
+
+
+def test_http_get_from_a_standby_sets_the_header_and_counts_it() -> None:
+    pytest.importorskip("flask")
+    pytest.importorskip("prometheus_client")
+    store = FakeStore()
+    app = ledger.create_app(ledger.Settings(retry_seconds=0.0), store=store)
+    client = app.test_client()
+    created = client.post("/orders", json=GOOD, headers={"Idempotency-Key": "k-1"})
+    assert client.get("/orders/1").headers["X-Ledger-Source"] == "primary"
+    store.standby_rows[1] = store.rows["k-1"]
+    store.fail_next = 1
+    fetched = client.get("/orders/1")
+    assert fetched.get_json() == created.get_json()
+    assert fetched.headers["X-Ledger-Source"] == "standby"
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "ledger_standby_reads_total 1.0" in text
+
+
+def test_the_role_renders_the_standby_reads_setting() -> None:
+    import jinja2
+    import yaml
+    from ansible.module_utils.parsing.convert_bool import boolean
+
+    role = APP_PATH.parents[1]
+    defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
+    spec = yaml.safe_load((role / "meta/argument_specs.yml").read_text())
+    option = spec["argument_specs"]["main"]["options"]["ledger_standby_reads"]
+    assert defaults["ledger_standby_reads"] is True
+    assert (option["type"], option["default"]) == ("bool", True)
+    line = next(
+        line
+        for line in (role / "templates/ledger.env.j2").read_text().splitlines()
+        if line.startswith("LEDGER_STANDBY_READS=")
+    )
+    env = jinja2.Environment(autoescape=False)  # noqa: S701 (an env file, not HTML)
+    env.filters["bool"] = boolean
+    for value, words in ((True, "on"), ("false", "off"), ("yes", "on")):
+        rendered = env.from_string(line).render(ledger_standby_reads=value)
+        key, _, flag = rendered.partition("=")
+        assert ledger.Settings.from_env({key: flag}).standby_reads is (words == "on")

@@ -11,7 +11,10 @@ HTTP interface
                         transaction has committed; 200 and the first row when
                         the key was seen before with the same body; 409 when
                         the key was seen before with a different body.
-    GET  /orders/<id>   200 and the row, or 404.
+    GET  /orders/<id>   200 and the row, or 404. ``X-Ledger-Source: primary``;
+                        while the primary is unavailable, 200 and the row
+                        read on a standby with ``X-Ledger-Source: standby``
+                        (never a 404 from a standby).
     GET  /healthz       200 while the process is alive (no database access).
     GET  /readyz        200 only when this process can run a write
                         transaction on the primary, else 503.
@@ -25,7 +28,8 @@ Layers, so that the rules can be tested without Flask or a database:
   ``handle_get_order``, ``handle_readiness``; they talk to a ``Store``;
 - ``call_with_retry``: the retry policy for an unavailable database, with an
   injectable clock and sleep;
-- ``PgStore``: psycopg 3, one connection per thread, dropped on any error;
+- ``PgStore``: psycopg 3, one connection per thread, dropped on any error,
+  and one more per thread for standby reads while the primary is unavailable;
 - ``create_app``: the Flask and prometheus_client wiring. Flask, psycopg and
   prometheus_client are imported there, not at module level.
 
@@ -284,6 +288,13 @@ class Store(Protocol):
 
     def get(self, order_id: int) -> Order | None: ...
 
+    def get_from_standby(self, order_id: int) -> Order | None:
+        """Read the row on any db host that accepts a session (a standby).
+
+        None proves nothing: a standby may lag behind the primary.
+        """
+        ...
+
     def check_writable(self) -> None:
         """Return if a write transaction on the primary succeeds now."""
         ...
@@ -327,15 +338,44 @@ def handle_create_order(
         return unavailable_reply(str(exc))
 
 
-def handle_get_order(order_id: int, store: Store, retry: Retry = run_once) -> Reply:
-    """GET /orders/<id>."""
+FROM_PRIMARY = ("X-Ledger-Source", "primary")
+FROM_STANDBY = ("X-Ledger-Source", "standby")
+
+
+def handle_get_order(
+    order_id: int, store: Store, retry: Retry = run_once, *, standby_reads: bool = False
+) -> Reply:
+    """GET /orders/<id>.
+
+    When the primary answers: 200 or 404. When it is unavailable and
+    ``standby_reads`` is on, the same attempt reads on a standby. Rows are
+    insert-only and never change, so a row found there equals the primary's
+    and is the answer. A row not found there proves nothing (the standby may
+    lag): the attempt fails as unavailable, the retry goes on, and the end
+    of the budget is a 503, never a 404. POST never reads on a standby.
+    """
     not_found = error_reply(ApiError(404, "not_found", f"no order {order_id}"))
     if not 0 < order_id <= BIGINT_MAX:
         return not_found
 
     def attempt() -> Reply:
-        order = store.get(order_id)
-        return not_found if order is None else Reply(200, order.to_json())
+        try:
+            order = store.get(order_id)
+        except DatabaseUnavailable as exc:
+            if not standby_reads:
+                raise
+            try:
+                order = store.get_from_standby(order_id)
+            except DatabaseUnavailable as other:
+                raise DatabaseUnavailable(f"{exc}; standby read: {other}") from other
+            if order is None:
+                raise DatabaseUnavailable(
+                    f"{exc}; standby read: no order {order_id} there (it may lag)"
+                ) from exc
+            return Reply(200, order.to_json(), (FROM_STANDBY,))
+        if order is None:
+            return Reply(not_found.status, not_found.body, (FROM_PRIMARY,))
+        return Reply(200, order.to_json(), (FROM_PRIMARY,))
 
     try:
         return retry(attempt)
@@ -409,6 +449,13 @@ RECONNECT_SQLSTATES = frozenset({"25006"})
 # After every database host refused or failed a connection, nobody in this
 # process tries again for this long (the request retry loop backs off anyway).
 CONNECT_COOLDOWN_S = 0.3
+# libpq's words when a target_session_attrs=read-write attempt reached a
+# standby (libpq 14 and later; older versions: "could not make a writable
+# connection"). Such a host answered, fast: it is not a failed host. Python
+# never sets LC_MESSAGES from the environment, so libpq speaks English here.
+READ_ONLY_REFUSALS = ("session is read-only", "could not make a writable connection")
+# connect_timeout of the standby-read connections: libpq's minimum.
+READ_CONNECT_TIMEOUT_S = 2
 
 
 def host_attempts(params: Mapping[str, Any], make_conninfo: Callable[..., str]) -> list[str]:
@@ -425,13 +472,132 @@ def host_attempts(params: Mapping[str, Any], make_conninfo: Callable[..., str]) 
     return out
 
 
+def read_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The standby-read conninfo: the DSN's hosts, password source and TLS
+    settings, but any host that accepts a session will do."""
+    return {
+        **params,
+        "target_session_attrs": "any",
+        "connect_timeout": str(READ_CONNECT_TIMEOUT_S),
+    }
+
+
+class FailedHosts:
+    """The db hosts whose last connection attempt failed (timeout,
+    unreachable, refused), oldest failure first. Shared by a process's
+    read-write and read connections; a host that answers, even as a standby,
+    leaves the list."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hosts: list[int] = []
+
+    def failed(self, host: int) -> None:
+        with self._lock:
+            if host in self._hosts:
+                self._hosts.remove(host)
+            self._hosts.append(host)
+
+    def answered(self, host: int) -> None:
+        with self._lock:
+            if host in self._hosts:
+                self._hosts.remove(host)
+
+    def order(self, count: int, first: int | None = None, avoid: int | None = None) -> list[int]:
+        """Hosts ``0..count-1`` in the order to try them: ``first`` (unless it
+        failed since), the other hosts without a failure in inventory order
+        (``avoid`` the last of them), then the failed hosts, oldest first."""
+        with self._lock:
+            failed = list(self._hosts)
+        healthy = [i for i in range(count) if i not in failed]
+        return sorted(healthy, key=lambda i: (i == avoid, i != first)) + failed
+
+
+class Connector:
+    """One connection per thread to the first db host that accepts a session.
+
+    The hosts are tried one by one here rather than by libpq: with psycopg 3.1
+    and libpq 15 an unreachable host in a multi-host string (EHOSTUNREACH, a
+    powered-off primary) ends the whole attempt instead of moving on to the
+    next host. The order (``FailedHosts.order``) puts the host that last
+    accepted first and the hosts that failed last, so right after a failover
+    a new connection does not wait out connect_timeout on the dead former
+    primary first.
+    """
+
+    def __init__(self, psycopg: Any, attempts: list[str], failed: FailedHosts, what: str) -> None:
+        self._psycopg = psycopg
+        self._attempts = attempts  # one conninfo per host, in inventory order
+        self._failed = failed
+        self._what = what  # "read-write" or "readable", for messages
+        self.last_good: int | None = None  # the host that last accepted a session
+        # Connection gate (see _connect): one connect at a time per process,
+        # and none for CONNECT_COOLDOWN_S after every host failed.
+        self._gate = threading.Lock()
+        self._failed_at = float("-inf")
+        self._failure = ""
+        self._local = threading.local()
+
+    def connection(self, avoid: int | None = None) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._connect(avoid)
+            self._local.conn = conn
+        return conn
+
+    def drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with suppress(Exception):  # closing a broken connection may fail
+                conn.close()
+
+    def _connect(self, avoid: int | None) -> Any:
+        with self._gate:
+            # While the database is down, every request thread of every worker
+            # would otherwise open TLS + SCRAM sessions to every host in a
+            # tight loop: a thundering herd that starves the machine the
+            # failover itself runs on. One thread tries; the others wait for
+            # it, and after a complete failure nobody tries for a moment.
+            since = time.monotonic() - self._failed_at
+            if since < CONNECT_COOLDOWN_S:
+                raise self._psycopg.OperationalError(
+                    f"every database host failed {since:.2f}s ago: {self._failure}"
+                )
+            errors = []
+            for i in self._failed.order(len(self._attempts), self.last_good, avoid):
+                try:
+                    conn = self._psycopg.connect(self._attempts[i], autocommit=True)
+                except self._psycopg.OperationalError as exc:
+                    lines = str(exc).strip().splitlines()
+                    errors.append(lines[0] if lines else repr(exc))
+                    if any(words in str(exc) for words in READ_ONLY_REFUSALS):
+                        self._failed.answered(i)  # a standby: it answered
+                    else:
+                        self._failed.failed(i)
+                    if self.last_good == i:
+                        self.last_good = None
+                    continue
+                self._failed.answered(i)
+                self.last_good = i
+                return conn
+            self._failed_at = time.monotonic()
+            self._failure = "; ".join(errors)
+            raise self._psycopg.OperationalError(f"no {self._what} database host: " + self._failure)
+
+
 class PgStore:
     """Store on PostgreSQL, one connection per thread.
 
     The connection string is a libpq multi-host string with
     ``target_session_attrs=read-write``; a fresh connection tries its hosts
-    one by one (``_connect``) and so finds the current primary. Any error
+    one by one (``Connector``) and so finds the current primary. Any error
     drops the thread's connection; the next call connects again.
+
+    ``get_from_standby`` reads on a second connection per thread, to any db
+    host that accepts a session (the same hosts, ``target_session_attrs=any``),
+    with its own gate and cool-down; it is open only while the primary is
+    unavailable (a read on the primary closes it).
 
     ``statement_timeout_ms`` bounds each statement but is lifted before
     COMMIT: PostgreSQL answers a cancelled wait for synchronous replication
@@ -454,68 +620,13 @@ class PgStore:
         params = conninfo_to_dict(conninfo)
         options = params.get("options") or ""
         params["options"] = f"{options} -c statement_timeout={int(statement_timeout_ms)}".strip()
-        self._conninfo = make_conninfo(**params)
-        # One conninfo per host, tried in turn (see _connect).
-        self._attempts = host_attempts(params, make_conninfo)
-        self._preferred = 0
-        # Connection gate (see _connect): one connect at a time per process,
-        # and none for CONNECT_COOLDOWN_S after every host failed.
-        self._gate = threading.Lock()
-        self._failed_at = float("-inf")
-        self._failure = ""
+        failed = FailedHosts()
+        primary = host_attempts(params, make_conninfo)
+        self._primary = Connector(psycopg, primary, failed, "read-write")
+        reads = host_attempts(read_params(params), make_conninfo)
+        self._reader = Connector(psycopg, reads, failed, "readable")
         self._ready_timeout_ms = int(ready_timeout_ms)
         self._on_error = on_error
-        self._local = threading.local()
-
-    def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
-
-    def _connect(self) -> Any:
-        """Connect to the first host that accepts a read-write session.
-
-        The hosts are tried one by one here rather than by libpq: with
-        psycopg 3.1 and libpq 15 an unreachable host in a multi-host string
-        (EHOSTUNREACH, a powered-off primary) ends the whole attempt instead
-        of moving on to the next host. The host that answered last is tried
-        first, so a dead former primary costs nothing once a new one is found.
-        """
-        with self._gate:
-            # While the database is down, every request thread of every worker
-            # would otherwise open TLS + SCRAM sessions to every host in a
-            # tight loop: a thundering herd that starves the machine the
-            # failover itself runs on. One thread tries; the others wait for
-            # it, and after a complete failure nobody tries for a moment.
-            since = time.monotonic() - self._failed_at
-            if since < CONNECT_COOLDOWN_S:
-                raise self._psycopg.OperationalError(
-                    f"every database host failed {since:.2f}s ago: {self._failure}"
-                )
-            order = list(range(len(self._attempts)))
-            start = self._preferred
-            errors = []
-            for i in order[start:] + order[:start]:
-                try:
-                    conn = self._psycopg.connect(self._attempts[i], autocommit=True)
-                except self._psycopg.OperationalError as exc:
-                    lines = str(exc).strip().splitlines()
-                    errors.append(lines[0] if lines else repr(exc))
-                    continue
-                self._preferred = i
-                return conn
-            self._failed_at = time.monotonic()
-            self._failure = "; ".join(errors)
-            raise self._psycopg.OperationalError("no read-write database host: " + self._failure)
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            with suppress(Exception):  # closing a broken connection may fail
-                conn.close()
 
     def _transient(self, exc: Exception) -> bool:
         errors = self._psycopg
@@ -524,18 +635,25 @@ class PgStore:
         return getattr(exc, "sqlstate", None) in RECONNECT_SQLSTATES
 
     @contextmanager
-    def _transaction(self, operation: str, *, force_rollback: bool = False) -> Iterator[Any]:
+    def _transaction(
+        self, operation: str, *, force_rollback: bool = False, standby: bool = False
+    ) -> Iterator[Any]:
+        connector = self._reader if standby else self._primary
         try:
-            conn = self._connection()
+            # A standby read goes to another host than the one the primary
+            # connection last used: that one has most likely just failed.
+            conn = connector.connection(avoid=self._primary.last_good if standby else None)
             with conn.transaction(force_rollback=force_rollback), conn.cursor() as cur:
                 yield cur
         except self._psycopg.Error as exc:
-            self._drop()
+            connector.drop()
             if self._on_error is not None:
                 self._on_error(operation, exc)
             if self._transient(exc):
                 raise DatabaseUnavailable(f"{operation}: {exc}".strip()) from exc
             raise
+        if not standby:
+            self._reader.drop()  # the primary answers: no read connection needed
 
     @staticmethod
     def _order(row: tuple[Any, ...]) -> Order:
@@ -563,6 +681,15 @@ class PgStore:
             row = cur.fetchone()
         return None if row is None else self._order(row)
 
+    def get_from_standby(self, order_id: int) -> Order | None:
+        # Rows are insert-only and never change, so a row found on a standby
+        # equals the primary's. None proves nothing (the standby may lag);
+        # handle_get_order never turns it into a 404.
+        with self._transaction("get_standby", standby=True) as cur:
+            cur.execute(SELECT_BY_ID_SQL, (order_id,))
+            row = cur.fetchone()
+        return None if row is None else self._order(row)
+
     def check_writable(self) -> None:
         with self._transaction("ready", force_rollback=True) as cur:
             cur.execute(f"SET LOCAL statement_timeout = {self._ready_timeout_ms}")
@@ -574,13 +701,28 @@ class PgStore:
                 # for a synchronous standby.
                 cur.execute("SELECT txid_current()")
         if in_recovery:
-            self._drop()
+            self._primary.drop()
             raise DatabaseUnavailable("ready: connected to a server in recovery")
 
 
 # --------------------------------------------------------------------------
 # Flask application
 # --------------------------------------------------------------------------
+
+
+FLAG_WORDS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(
+    ("0", "false", "no", "off"), False
+)
+
+
+def parse_flag(name: str, value: str | None, default: bool) -> bool:
+    """An on/off environment variable; unset or empty is ``default``."""
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return FLAG_WORDS[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{name} must be on or off, not {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -591,6 +733,7 @@ class Settings:
     retry_seconds: float = 8.0
     statement_timeout_ms: int = 5000
     ready_timeout_ms: int = 500
+    standby_reads: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -601,6 +744,9 @@ class Settings:
                 env.get("LEDGER_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms)
             ),
             ready_timeout_ms=int(env.get("LEDGER_READY_TIMEOUT_MS", cls.ready_timeout_ms)),
+            standby_reads=parse_flag(
+                "LEDGER_STANDBY_READS", env.get("LEDGER_STANDBY_READS"), cls.standby_reads
+            ),
         )
 
 
@@ -645,6 +791,11 @@ class Metrics:
         self.db_retries = prom.Counter(
             "ledger_db_retries_total",
             "Retries of a request because the database was unavailable.",
+            registry=metric_registry,
+        )
+        self.standby_reads = prom.Counter(
+            "ledger_standby_reads_total",
+            "GET /orders/<id> answered with a row read on a standby (the primary unavailable).",
             registry=metric_registry,
         )
         self.orders = prom.Counter(
@@ -747,7 +898,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.get("/orders/<int:order_id>")
     def get_order(order_id: int) -> Any:
-        return render(handle_get_order(order_id, store, retry))
+        reply = handle_get_order(order_id, store, retry, standby_reads=settings.standby_reads)
+        if FROM_STANDBY in reply.headers:
+            metrics.standby_reads.inc()
+        return render(reply)
 
     @app.get("/healthz")
     def healthz() -> Any:
