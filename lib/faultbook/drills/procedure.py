@@ -27,6 +27,7 @@ runbook's defaults when the notebook has not run it itself.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -317,9 +318,11 @@ class Procedure:
     def start_load(self, rps: float, duration_s: float, warmup_s: float = 3.0) -> Traffic:
         self._require_preflight()
         self.duration_s = duration_s
-        # Room for three seconds of requests in flight: a latency spike must show as
-        # latency, not as the load generator's own "client saturated" refusals.
-        spec = LoadSpec(rps=rps, duration_s=duration_s, max_in_flight=max(64, int(rps * 3)))
+        # Room for every request of one client timeout in flight: requests that wait
+        # out an outage (the app holds them in its retry) must show as latency or as
+        # their own answer, not as the load generator's "client saturated" refusals.
+        in_flight = max(64, math.ceil(rps * LoadSpec.timeout_s))
+        spec = LoadSpec(rps=rps, duration_s=duration_s, max_in_flight=in_flight)
         self.traffic = Traffic.for_inventory(self.inv, spec).start()
         time.sleep(warmup_s)
         recs = self.traffic.records()
