@@ -399,14 +399,17 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     on_retry: Callable[[DatabaseUnavailable], None] | None = None,
-    first_delay_s: float = 0.1,
-    max_delay_s: float = 1.0,
+    first_delay_s: float = 0.05,
+    max_delay_s: float = 0.25,
 ) -> Reply:
     """Call ``fn`` until it stops raising DatabaseUnavailable or ``budget_s`` is spent.
 
     Backoff doubles from ``first_delay_s`` up to ``max_delay_s`` and never
     sleeps past the deadline; one last attempt runs at the deadline. Safe for
     POST because the Idempotency-Key makes a replay return the first row.
+    The cap is short so that a held write lands within a quarter second of a
+    new primary; the connection gate (CONNECT_COOLDOWN_S) is what keeps the
+    retrying threads from flooding the database hosts with connections.
     """
     deadline = clock() + budget_s
     delay = first_delay_s
