@@ -261,11 +261,20 @@ class FastPromotion:
     took_s: float
     followers: dict[str, str]
     demoted: dict[str, str] | None = None
+    promote_ms: str = ""  # the script's own time on the candidate
 
     def __str__(self) -> str:
         follow = ", ".join(f"{h}: {r}" for h, r in self.followers.items()) or "none"
-        old = f"; demoted at {self.demoted.get('checkpoint_lsn')}" if self.demoted else ""
-        return f"{self.host} {self.result} in {self.took_s:.2f}s{old}; standbys repointed: {follow}"
+        old = (
+            f"; demoted at {self.demoted.get('checkpoint_lsn')} ({self.demoted.get('ms')} ms)"
+            if self.demoted
+            else ""
+        )
+        own = f" (script {self.promote_ms} ms)" if self.promote_ms else ""
+        return (
+            f"{self.host} {self.result} in {self.took_s:.2f}s{own}{old}; "
+            f"standbys repointed: {follow}"
+        )
 
 
 def _repoint(inv: Inventory, new: str, hosts: list[str]) -> dict[str, str]:
@@ -298,7 +307,8 @@ def fast_promote(inv: Inventory, cand: Candidate, old: str) -> FastPromotion:
     fields = run_script(inv, cand.host, f"promote {cand.lsn}")
     others = [h.name for h in inv.group("db") if h.name not in (old, cand.host)]
     followers = _repoint(inv, cand.host, others)
-    return FastPromotion(cand.host, fields["result"], time.monotonic() - started, followers)
+    took = time.monotonic() - started
+    return FastPromotion(cand.host, fields["result"], took, followers, None, fields.get("ms", ""))
 
 
 def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) -> FastPromotion:
@@ -321,7 +331,8 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
     fields = run_script(inv, new, f"promote {lsn} {int(catch_up_s)}", timeout=catch_up_s + 70.0)
     others = [h.name for h in inv.group("db") if h.name not in (old, new)]
     followers = _repoint(inv, new, others)
-    return FastPromotion(new, fields["result"], time.monotonic() - started, followers, demoted)
+    took = time.monotonic() - started
+    return FastPromotion(new, fields["result"], took, followers, demoted, fields.get("ms", ""))
 
 
 def reconcile(inv: Inventory, new: str, old: str) -> str:
