@@ -266,7 +266,8 @@ class FastPromotion:
     def __str__(self) -> str:
         follow = ", ".join(f"{h}: {r}" for h, r in self.followers.items()) or "none"
         old = (
-            f"; demoted at {self.demoted.get('checkpoint_lsn')} ({self.demoted.get('ms')} ms)"
+            f"; demoted at {self.demoted.get('checkpoint_lsn')} (checkpoint "
+            f"{self.demoted.get('checkpoint_ms')} ms, stop {self.demoted.get('stop_ms')} ms)"
             if self.demoted
             else ""
         )
