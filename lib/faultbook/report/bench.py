@@ -257,6 +257,8 @@ def bench_drills(runs: int, only: list[str], out: Path) -> dict[str, Any]:
                     key: m.get(key),
                     "lost_writes": m.get("lost_writes"),
                     "failed_requests": m.get("failed_requests"),
+                    "failed_writes": m.get("failed_writes"),
+                    "failed_reads": m.get("failed_reads"),
                     "total_requests": m.get("total_requests"),
                     "time_to_first_write_s": m.get("time_to_first_write_s"),
                     "steps": {
@@ -276,10 +278,22 @@ def bench_drills(runs: int, only: list[str], out: Path) -> dict[str, Any]:
             "p95": _pct(xs, 0.95) if xs else None,
             "max": round(max(xs), 2) if xs else None,
             "lost_writes_total": sum(int(r["lost_writes"] or 0) for r in rows),
+            "failed_reads_total": sum(int(r["failed_reads"] or 0) for r in rows),
             "passed": sum(r["verdict"] == "pass" for r in rows),
+            "steps": step_stats(rows),
             "runs": rows,
         }
     return result
+
+
+def step_stats(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """p50/p95/max of each step's duration over the runs that have it (the time budget)."""
+    names = dict.fromkeys(n for r in rows for n in r["steps"])
+    out = {}
+    for n in names:
+        xs = [float(r["steps"][n]) for r in rows if n in r["steps"]]
+        out[n] = {"p50": _pct(xs, 0.5), "p95": _pct(xs, 0.95), "max": round(max(xs), 2)}
+    return out
 
 
 def _full_backup(inv: Any, compress: str) -> tuple[str, float]:
