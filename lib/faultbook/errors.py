@@ -189,3 +189,12 @@ class RoutesError(UsageError):
 
 class ReceiverError(FaultbookError):
     """The alert receiver could not be started, stopped or reached."""
+
+
+class IncidentError(UsageError):
+    """An incident or run folder that is not what an on-call command needs (names the folder
+    and what was expected): missing, no notebook or result.json, already closed."""
+
+
+class NotebookServerError(FaultbookError):
+    """JupyterLab could not be started for an incident, or did not answer in time."""

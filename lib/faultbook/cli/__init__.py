@@ -14,7 +14,18 @@ import sys
 # command validates uses its "iri" formats, so the command does without it.
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
-from faultbook.cli import alerts, audit, backup, history, lab, run, schedule, stack, suite  # noqa: E402, F401
+from faultbook.cli import (  # noqa: E402, F401
+    alerts,
+    audit,
+    backup,
+    history,
+    lab,
+    oncall,
+    run,
+    schedule,
+    stack,
+    suite,
+)
 from faultbook.cli.base import main  # noqa: E402
 
 __all__ = ["main"]
