@@ -20,6 +20,7 @@ ORDER = [
     "report",
     "alerts",
     "suites",
+    "oncall",
     "cli",
 ]
 MAX_LINES = 600

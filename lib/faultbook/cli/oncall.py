@@ -81,7 +81,7 @@ def notebook_cmd(
             "faultbook notebook: give one of RUNBOOK, --open DIR, --close DIR or --list"
             + (f" (got {', '.join(chosen)})" if chosen else "")
         )
-    if params and not runbook:
+    if params and (list_ or close):
         raise UsageError("-p sets a parameter of a runbook being prepared; give RUNBOOK too")
     if list_:
         _list(incident.open_incidents())
