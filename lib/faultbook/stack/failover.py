@@ -261,7 +261,7 @@ class FastPromotion:
     took_s: float
     followers: dict[str, str]
     demoted: dict[str, str] | None = None
-    promote_ms: str = ""  # the script's own time on the candidate
+    script: dict[str, str] | None = None  # the promote script's own answer (its times)
 
     def __str__(self) -> str:
         follow = ", ".join(f"{h}: {r}" for h, r in self.followers.items()) or "none"
@@ -271,7 +271,13 @@ class FastPromotion:
             if self.demoted
             else ""
         )
-        own = f" (script {self.promote_ms} ms)" if self.promote_ms else ""
+        f = self.script or {}
+        parts = [
+            f"{k.removesuffix('_ms')} {f[k]}"
+            for k in ("wait_ms", "slots_ms", "promote_ms")
+            if k in f
+        ]
+        own = f" (script {f['ms']} ms: {', '.join(parts)})" if "ms" in f else ""
         return (
             f"{self.host} {self.result} in {self.took_s:.2f}s{own}{old}; "
             f"standbys repointed: {follow}"
@@ -309,7 +315,7 @@ def fast_promote(inv: Inventory, cand: Candidate, old: str) -> FastPromotion:
     others = [h.name for h in inv.group("db") if h.name not in (old, cand.host)]
     followers = _repoint(inv, cand.host, others)
     took = time.monotonic() - started
-    return FastPromotion(cand.host, fields["result"], took, followers, None, fields.get("ms", ""))
+    return FastPromotion(cand.host, fields["result"], took, followers, None, fields)
 
 
 def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) -> FastPromotion:
@@ -333,7 +339,7 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
     others = [h.name for h in inv.group("db") if h.name not in (old, new)]
     followers = _repoint(inv, new, others)
     took = time.monotonic() - started
-    return FastPromotion(new, fields["result"], took, followers, demoted, fields.get("ms", ""))
+    return FastPromotion(new, fields["result"], took, followers, demoted, fields)
 
 
 def reconcile(inv: Inventory, new: str, old: str) -> str:
