@@ -278,6 +278,7 @@ def hosts(records: Sequence[Record]) -> list[str]:
         cands = [(d.get("fault") or {}).get("target"), params.get("target")]
         cands += [params.get("new_primary")]
         cands += [f.get("target") for f in (d.get("rollback") or {}).get("faults") or []]
+        cands += [c.get(k) for c in d.get("confirmations") or [] for k in ("host", "target")]
         labels = r.alert.get("labels") or {}
         cands += [labels.get("host"), labels.get("instance")]
         found += [str(c) for c in cands if c and str(c) not in found]

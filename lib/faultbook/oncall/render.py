@@ -52,7 +52,7 @@ Block = H | P | UL | Table | Img | Todo
 
 
 def _md_cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return _md_text(text).replace("|", "\\|")
 
 
 def _md_text(text: str) -> str:
