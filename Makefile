@@ -15,13 +15,14 @@ APT_PACKAGES := systemd-container debootstrap iproute2 iptables util-linux procp
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup apt venv image demo test lint unit integration nbval bench bench-alerts lab-up lab-down clean
+.PHONY: help setup apt venv image demo test lint docs unit integration nbval bench bench-alerts lab-up lab-down clean
 
 help:
 	@echo "make demo    set up, boot the lab, run the runbooks, print the report's path"
 	@echo "make test    set up, lint, unit tests, lab integration tests, nbval; lab down at the end"
 	@echo "make bench   measure lab up/down, VIP throughput and each drill x5 (docs/benchmarks.md)"
 	@echo "make bench-alerts  the autopilot drills x5: fault -> alert -> receiver -> runbook"
+	@echo "make docs    the docs site (mkdocs, Material) from docs/ and the README into site/"
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -45,7 +46,12 @@ image: venv
 
 setup: apt venv image
 
-lint: venv
+# The docs site: mkdocs --strict, so a broken link or a runbook page whose parameters
+# table disagrees with its notebook fails (and so fails make lint, make test).
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+lint: venv docs
 	$(VENV)/bin/ruff check lib tests runbooks playbooks
 	$(VENV)/bin/ruff format --check lib tests runbooks playbooks
 	$(VENV)/bin/mypy
