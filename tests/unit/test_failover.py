@@ -177,23 +177,28 @@ def test_fast_switchover_promotes_at_the_shutdown_checkpoint(
         monkeypatch,
         {
             "db1": (0, "result=demoted host=db1 checkpoint_lsn=0/6000028 ms=210\n"),
-            "db2": (0, "result=promoted host=db2 ms=120\n"),
+            "db2": (0, "result=promoted host=db2 ms=120 wait_ms=1 slots_ms=20 promote_ms=90\n"),
             "db3": (0, "result=followed upstream=db2\n"),
         },
     )
     done = failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2", catch_up_s=7)  # type: ignore[arg-type]
     assert [c for _, c in calls] == [
+        f"{failover.FAILOVER_SCRIPT} hold",
         f"{failover.FAILOVER_SCRIPT} demote",
         f"{failover.FAILOVER_SCRIPT} promote 0/6000028 7",
         f"{failover.FAILOVER_SCRIPT} follow db2",
     ]
     assert done.demoted and done.demoted["checkpoint_lsn"] == "0/6000028"
+    assert "script 120 ms: wait 1, slots 20, promote 90" in str(done)
 
 
 def test_fast_switchover_without_a_checkpoint_stops_before_promoting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls = script_host(monkeypatch, {"db1": (0, "result=demoted host=db1 checkpoint_lsn=\n")})
+    calls = script_host(
+        monkeypatch,
+        {"db1": (0, "result=demoted host=db1 checkpoint_lsn=\n"), "db2": (0, "result=holding\n")},
+    )
     with pytest.raises(failover.StackError, match="no shutdown checkpoint"):
         failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
-    assert [h for h, _ in calls] == ["db1"]
+    assert [h for h, _ in calls] == ["db2", "db1"], "nothing is promoted without the checkpoint"

@@ -319,7 +319,8 @@ def fast_promote(inv: Inventory, cand: Candidate, old: str) -> FastPromotion:
 
 
 def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) -> FastPromotion:
-    """A planned switchover's outage in three SSH calls: OLD checkpoints and stops
+    """A planned switchover's outage in three SSH calls (after NEW is told to expect
+    its promotion, ``hold``): OLD checkpoints and stops
     cleanly (its WAL senders send everything up to the shutdown checkpoint), NEW
     waits until it has flushed that checkpoint (CATCH_UP_S at most, else it refuses
     and OLD stays down for the operator), promotes; the other standbys follow NEW.
@@ -328,6 +329,7 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
 
     inv.member(old, "db")
     inv.member(new, "db")
+    run_script(inv, new, "hold")  # its restore_command will not hold up the promotion
     started = time.monotonic()
     demoted = run_script(inv, old, "demote", timeout=60.0)
     lsn = demoted.get("checkpoint_lsn", "")
