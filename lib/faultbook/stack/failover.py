@@ -319,11 +319,12 @@ def fast_promote(inv: Inventory, cand: Candidate, old: str) -> FastPromotion:
 
 
 def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) -> FastPromotion:
-    """A planned switchover's outage in three SSH calls (after NEW is told to expect
-    its promotion, ``hold``): OLD checkpoints and stops
-    cleanly (its WAL senders send everything up to the shutdown checkpoint), NEW
-    waits until it has flushed that checkpoint (CATCH_UP_S at most, else it refuses
-    and OLD stays down for the operator), promotes; the other standbys follow NEW.
+    """A planned switchover. Before the pause NEW is told to expect its promotion
+    (``hold``: slots for the others, restore_command out of the way). In the pause:
+    OLD checkpoints and stops cleanly (its WAL senders send everything up to the
+    shutdown checkpoint); then, at once, NEW waits until it has flushed that
+    checkpoint (CATCH_UP_S at most, else it refuses and OLD stays down for the
+    operator) and promotes, while the other standbys switch to following NEW.
     Then ``rejoin`` brings OLD back as a standby once writes are back."""
     import time
 
@@ -337,9 +338,25 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
         parse_lsn(lsn)
     except FaultbookError:
         raise StackError(f"{old} stopped but reported no shutdown checkpoint: {demoted}") from None
-    fields = run_script(inv, new, f"promote {lsn} {int(catch_up_s)}", timeout=catch_up_s + 70.0)
+    # The other standbys follow NEW while it promotes (their slots exist since
+    # ``hold``): they cascade from it, then follow it onto the new timeline.
+    from concurrent.futures import ThreadPoolExecutor
+
     others = [h.name for h in inv.group("db") if h.name not in (old, new)]
-    followers = _repoint(inv, new, others)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="switchover") as ex:
+        promoting = ex.submit(
+            run_script, inv, new, f"promote {lsn} {int(catch_up_s)}", catch_up_s + 70.0
+        )
+        repointing = ex.submit(_repoint, inv, new, others)
+        followers = repointing.result()
+        try:
+            fields = promoting.result()
+        except PromotionRefused as exc:
+            raise PromotionRefused(
+                f"{exc}; {old} is stopped and {', '.join(others) or 'no other standby'} "
+                f"now follow {new}: find why {new} lacks the shutdown checkpoint, then promote "
+                f"it (faultbook db promote {new} --old {old}) or rejoin"
+            ) from None
     took = time.monotonic() - started
     return FastPromotion(new, fields["result"], took, followers, demoted, fields)
 
