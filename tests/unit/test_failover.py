@@ -103,8 +103,9 @@ class FakeInv:
         assert host in self._hosts
 
 
-def script_host(monkeypatch: pytest.MonkeyPatch, answers: dict[str, tuple[int, str]]) -> list:
-    """ssh.run / run_many stand-ins: each host answers (rc, stdout); calls are recorded."""
+def script_host(monkeypatch: pytest.MonkeyPatch, answers: dict) -> list:
+    """ssh.run / run_many stand-ins: each host (or ``(host, subcommand)``) answers
+    (rc, stdout); a host's ``hold`` succeeds unless given; calls are recorded."""
     from faultbook import ssh
 
     calls: list[tuple[str, str]] = []
@@ -112,7 +113,9 @@ def script_host(monkeypatch: pytest.MonkeyPatch, answers: dict[str, tuple[int, s
     def run(inv: object, host: str, cmd: str, timeout: float = 0, sudo: bool = False):
         assert sudo, "the failover script runs as root"
         calls.append((host, cmd))
-        rc, out = answers[host]
+        sub = cmd.split()[1] if len(cmd.split()) > 1 else ""
+        default = (0, "result=holding\n") if sub == "hold" else answers.get(host)
+        rc, out = answers.get((host, sub), default)
         return ssh.CommandResult(host, rc, out, "")
 
     def run_many(inv: object, hosts: list[str], cmd: str, timeout: float = 0, sudo: bool = False):
@@ -202,6 +205,84 @@ def test_fast_switchover_without_a_checkpoint_stops_before_promoting(
         monkeypatch,
         {"db1": (0, "result=demoted host=db1 checkpoint_lsn=\n"), "db2": (0, "result=holding\n")},
     )
-    with pytest.raises(failover.StackError, match="no shutdown checkpoint"):
+    monkeypatch.setattr(
+        failover, "cluster_state", lambda inv: state(("db1", "down", ""), ("db2", "standby", "0/1"))
+    )
+    with pytest.raises(failover.StackError, match="is not an LSN.*left as found"):
         failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
     assert [h for h, _ in calls] == ["db2", "db1"], "nothing is promoted without the checkpoint"
+
+
+def test_a_refused_switchover_starts_the_old_primary_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate refused before asking for a promotion: nothing is primary, so the
+    old primary comes back and every standby follows it again."""
+    calls = script_host(
+        monkeypatch,
+        {
+            "db1": (0, "result=demoted host=db1 checkpoint_lsn=0/6000028\n"),
+            "db2": (3, "result=refused reason=flushed-lsn-0/5000000-below-0/6000028\n"),
+            "db3": (0, "result=followed upstream=db1\n"),
+        },
+    )
+    monkeypatch.setattr(
+        failover,
+        "cluster_state",
+        lambda inv: state(
+            ("db1", "down", ""), ("db2", "standby", "0/5000000"), ("db3", "standby", "0/5")
+        ),
+    )
+    with pytest.raises(failover.StackError, match="refused.*db1 started again as the primary"):
+        failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
+    after = calls[calls.index(("db1", f"{failover.FAILOVER_SCRIPT} start")) :]
+    assert set(after[1:]) == {
+        ("db2", f"{failover.FAILOVER_SCRIPT} follow db1"),
+        ("db3", f"{failover.FAILOVER_SCRIPT} follow db1"),
+    }
+
+
+def test_a_switchover_that_promoted_rejoins_the_old_primary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script_host(
+        monkeypatch,
+        {
+            "db1": (0, "result=demoted host=db1 checkpoint_lsn=0/6000028\n"),
+            "db2": (1, "result=failed reason=promote-did-not-finish\n"),
+            "db3": (0, "result=followed upstream=db2\n"),
+        },
+    )
+    rejoined: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        failover,
+        "cluster_state",
+        lambda inv: state(("db1", "down", ""), ("db2", "primary", ""), ("db3", "standby", "0/6")),
+    )
+    monkeypatch.setattr(
+        failover, "rejoin", lambda inv, host, primary: rejoined.append((host, primary))
+    )
+    with pytest.raises(failover.StackError, match="db2 did promote: db1 rejoined"):
+        failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
+    assert rejoined == [("db1", "db2")]
+
+
+def test_a_promotion_that_may_still_finish_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not refused, nothing primary yet: starting the old primary could meet a late
+    promotion (two primaries), so nothing is started."""
+    calls = script_host(
+        monkeypatch,
+        {
+            "db1": (0, "result=demoted host=db1 checkpoint_lsn=0/6000028\n"),
+            "db2": (1, "result=failed reason=promote-did-not-finish\n"),
+            "db3": (0, "result=followed upstream=db2\n"),
+        },
+    )
+    monkeypatch.setattr(
+        failover,
+        "cluster_state",
+        lambda inv: state(
+            ("db1", "down", ""), ("db2", "standby", "0/6"), ("db3", "standby", "0/6")
+        ),
+    )
+    with pytest.raises(failover.StackError, match="left as found"):
+        failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
+    assert ("db1", f"{failover.FAILOVER_SCRIPT} start") not in calls

@@ -323,42 +323,65 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
     (``hold``: slots for the others, restore_command out of the way). In the pause:
     OLD checkpoints and stops cleanly (its WAL senders send everything up to the
     shutdown checkpoint); then, at once, NEW waits until it has flushed that
-    checkpoint (CATCH_UP_S at most, else it refuses and OLD stays down for the
-    operator) and promotes, while the other standbys switch to following NEW.
-    Then ``rejoin`` brings OLD back as a standby once writes are back."""
+    checkpoint (CATCH_UP_S at most, else it refuses) and promotes, while the other
+    standbys switch to following NEW. Then ``rejoin`` brings OLD back as a standby
+    once writes are back. A failure in the pause is undone (``undo_switchover``)
+    before it is raised."""
     import time
 
     inv.member(old, "db")
     inv.member(new, "db")
     run_script(inv, new, "hold")  # its restore_command will not hold up the promotion
     started = time.monotonic()
-    demoted = run_script(inv, old, "demote", timeout=60.0)
-    lsn = demoted.get("checkpoint_lsn", "")
     try:
-        parse_lsn(lsn)
-    except FaultbookError:
-        raise StackError(f"{old} stopped but reported no shutdown checkpoint: {demoted}") from None
-    # The other standbys follow NEW while it promotes (their slots exist since
-    # ``hold``): they cascade from it, then follow it onto the new timeline.
+        demoted = run_script(inv, old, "demote", timeout=60.0)
+        fields, followers = _switch(inv, old, new, demoted, catch_up_s)
+    except FaultbookError as exc:
+        undo = undo_switchover(inv, old, new, refused=isinstance(exc, PromotionRefused))
+        raise StackError(f"switchover {old} -> {new} failed: {exc}; {undo}") from None
+    took = time.monotonic() - started
+    return FastPromotion(new, fields["result"], took, followers, demoted, fields)
+
+
+def _switch(
+    inv: Inventory, old: str, new: str, demoted: dict[str, str], catch_up_s: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The pause after OLD's demote: NEW promotes once it has the shutdown checkpoint,
+    while the other standbys switch to following it (their slots exist since ``hold``:
+    they cascade from NEW, then follow it onto the new timeline)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    lsn = demoted.get("checkpoint_lsn", "")
+    parse_lsn(lsn)  # ParseError when the demote reported none
     others = [h.name for h in inv.group("db") if h.name not in (old, new)]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="switchover") as ex:
         promoting = ex.submit(
             run_script, inv, new, f"promote {lsn} {int(catch_up_s)}", catch_up_s + 70.0
         )
         repointing = ex.submit(_repoint, inv, new, others)
-        followers = repointing.result()
-        try:
-            fields = promoting.result()
-        except PromotionRefused as exc:
-            raise PromotionRefused(
-                f"{exc}; {old} is stopped and {', '.join(others) or 'no other standby'} "
-                f"now follow {new}: find why {new} lacks the shutdown checkpoint, then promote "
-                f"it (faultbook db promote {new} --old {old}) or rejoin"
-            ) from None
-    took = time.monotonic() - started
-    return FastPromotion(new, fields["result"], took, followers, demoted, fields)
+        return promoting.result(), repointing.result()
+
+
+def undo_switchover(inv: Inventory, old: str, new: str, refused: bool) -> str:
+    """After a switchover failed in its pause, back to one primary with every standby
+    following it. NEW, if it did promote: OLD is rejoined as its standby. OLD, if
+    nothing is primary and NEW REFUSED (its script never asked for a promotion):
+    OLD is started again and the standbys follow it. Anything else is left as found
+    (a promotion that may still finish must not meet a restarted OLD). What was
+    done, as text."""
+    try:
+        found = primaries(cluster_state(inv))
+        others = [h.name for h in inv.group("db") if h.name not in (old, new)]
+        if found == [new]:
+            rejoin(inv, old, new)
+            return f"{new} did promote: {old} rejoined as its standby"
+        if not found and refused:
+            run_script(inv, old, "start")
+            back = _repoint(inv, old, [new, *others])
+            return f"nothing was promoted: {old} started again as the primary ({back})"
+        return f"left as found: primary {', '.join(found)}; run the incident mode"
+    except FaultbookError as exc:
+        return f"could not put it back ({exc}): run the incident mode"
 
 
 def reconcile(inv: Inventory, new: str, old: str) -> str:
