@@ -252,7 +252,7 @@ def test_prepare_writes_a_prefilled_notebook(lab, table, home: Path, tmp_path: P
     assert code == 200 and dec["decision"] == "prepared" and dec["route"] == "db-host-down"
     inc = Path(dec["incident_dir"])
     assert inc.parent == home / "incidents" and inc.name.endswith("Z-db-failover")
-    assert f"jupyter lab --allow-root --no-browser {inc}" in dec["reason"]
+    assert f"faultbook notebook --open {inc}" in dec["reason"]
     nb = json.loads((inc / "db-failover.ipynb").read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     src = "".join(injected[0]["source"])

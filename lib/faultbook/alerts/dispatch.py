@@ -141,7 +141,7 @@ def prepare_notebook(runbook: str, params: Mapping[str, Any], context: Mapping[s
     )
     (d / "alert.json").write_text(json.dumps(dict(context), indent=2, default=str) + "\n")
     log.warning(
-        "prepared %s for %s in %s; open it with: jupyter lab --allow-root --no-browser %s",
+        "prepared %s for %s in %s; open it with: faultbook notebook --open %s",
         runbook,
         context.get("alertname"),
         d,
@@ -351,7 +351,7 @@ class Dispatcher:
                     **{**base, "policy": "prepare"},
                 )
             )
-        how = f"open it with: jupyter lab --allow-root --no-browser {d}"
+        how = f"open it with: faultbook notebook --open {d}"
         return self.record(
             Decision(
                 "prepared",
