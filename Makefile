@@ -82,6 +82,7 @@ integration: setup
 	$(PYTEST) -q -m integration tests/integration/test_stack.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
 	  tests/integration/test_webtier.py tests/integration/test_drills.py \
+	  tests/integration/test_detection.py \
 	  tests/integration/test_rollback.py tests/integration/test_restore.py \
 	  tests/integration/test_alerts.py
 	$(NBVAL)
