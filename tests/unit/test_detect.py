@@ -19,11 +19,12 @@ from faultbook.stack import detect
 
 
 @contextmanager
-def server(mode: str) -> Iterator[int]:
-    """A local TCP server on a free port: 'answer' replies 'S' to the SSLRequest like
-    the postmaster, 'silent' accepts and never replies (a frozen server)."""
+def server(mode: str, address: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
+    """A local TCP server (a free port unless PORT): 'answer' replies 'S' to the
+    SSLRequest like the postmaster, 'silent' accepts and never replies (frozen)."""
     srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((address, port))
     srv.listen(16)
     stop = threading.Event()
     seen: list[bytes] = []
@@ -81,28 +82,28 @@ def test_probe_counts_a_closed_port_as_a_miss() -> None:
     assert not detect.pg_answers("127.0.0.1", free_port(), timeout=0.2)
 
 
-@pytest.mark.parametrize("mode, expect", [("answer", "ok"), ("silent", "miss"), ("closed", "miss")])
-def test_remote_probe_command_sends_the_same_bytes(mode: str, expect: str) -> None:
-    """The shell form run here for real (bash, timeout, head): its printf octal escapes
-    must be the SSLRequest, or the 'answer' server's assertion fails."""
-    if mode == "closed":
-        port = free_port()
-        out = subprocess.run(
-            ["bash", "-c", detect.remote_probe_command("127.0.0.1", port, 0.3)],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout
-        assert out.strip() == expect
-        return
-    with server(mode) as port:
-        out = subprocess.run(
-            ["bash", "-c", detect.remote_probe_command("127.0.0.1", port, 0.3)],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout
-    assert out.strip() == expect
+def test_remote_probe_command_asks_every_address_at_once_with_the_same_bytes() -> None:
+    """The shell form run here for real (bash, timeout, head), against a server that
+    answers (its assertion checks the printf octal escapes are the SSLRequest), a
+    silent one on another loopback address and a closed port on a third."""
+    with server("answer") as port, server("silent", "127.0.0.2", port):
+        cmd = detect.remote_probe_command(["127.0.0.1", "127.0.0.2", "127.0.0.3"], port, 0.3)
+        t0 = time.monotonic()
+        out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=5).stdout
+        took = time.monotonic() - t0
+    assert detect.parse_remote_probe(out) == {
+        "127.0.0.1": True,
+        "127.0.0.2": False,
+        "127.0.0.3": False,
+    }
+    assert took < 1.0, "the addresses are asked at once, not one after the other"
+
+
+def test_parse_remote_probe_ignores_noise() -> None:
+    assert detect.parse_remote_probe("motd\n10.0.0.1 ok\n10.0.0.2 miss\nbad line x y\n") == {
+        "10.0.0.1": True,
+        "10.0.0.2": False,
+    }
 
 
 def test_lost_only_when_every_vantage_is_silent_for_the_threshold() -> None:
@@ -149,7 +150,8 @@ def test_bad_thresholds_are_one_line_errors(
 
 
 class LocalInv:
-    """One db host on 127.0.0.1:PORT and one web host whose probe is faked."""
+    """db hosts on loopback addresses (db1 127.0.0.1, db2 127.0.0.2), all on PORT, and
+    web hosts whose probe is faked."""
 
     def __init__(self, port: int, web: list[str]) -> None:
         self.vars = {"postgresql_port": port}
@@ -159,15 +161,20 @@ class LocalInv:
         assert group == "db"
 
     def host(self, name: str) -> object:
-        return type("H", (), {"address": "127.0.0.1", "name": name})()
+        return type("H", (), {"address": f"127.0.0.{name[-1]}", "name": name})()
 
     def group(self, name: str) -> list[object]:
-        return [type("H", (), {"name": h})() for h in self._web] if name == "web" else []
+        names = {"web": self._web, "db": ["db1", "db2"]}.get(name, [])
+        return [type("H", (), {"name": h})() for h in names]
 
 
 def fake_web(monkeypatch: pytest.MonkeyPatch, answer: str) -> None:
+    """The web host answers ANSWER ('ok' or 'miss') for every address it is asked about."""
+
     def run(inv: object, host: str, cmd: str, timeout: float = 0, sudo: bool = False):
-        return ssh.CommandResult(host, 0, answer + "\n", "")
+        addresses = cmd.split(" do ")[0].removeprefix("for a in ").removesuffix(";").split()
+        out = "".join(f"{a} {answer}\n" for a in addresses)
+        return ssh.CommandResult(host, 0, out, "")
 
     monkeypatch.setattr(detect.ssh, "run", run)
 
@@ -216,3 +223,36 @@ def test_watch_goes_on_with_the_controller_when_the_web_host_is_gone(
         )  # type: ignore[arg-type]
     assert found.lost and found.vantages == ("controller",)
     assert "vantage web1 dropped" in str(found)
+
+
+def test_a_watch_started_early_decides_from_what_it_has_already_heard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Watching every db host before the pre-flight knows which one is lost: by the
+    time it asks, the silence of the lost one has been running; the other one, which
+    answers, is never lost."""
+    fake_web(monkeypatch, "miss")
+    with server("silent") as port, server("answer", "127.0.0.2", port):
+        w = detect.start(LocalInv(port, ["web1"]), threshold_s=0.4, interval_s=0.1, lifetime_s=10)  # type: ignore[arg-type]
+        time.sleep(0.8)  # the "pre-flight"
+        t0 = time.monotonic()
+        found = w.wait_lost("db1", timeout_s=5)
+        waited = time.monotonic() - t0
+    assert found.lost and waited < 0.3, f"waited {waited:.2f}s after 0.8s of silence"
+    assert not w._threads or all(not t.is_alive() for t in w._threads), "the watch ended"
+    fake_web(monkeypatch, "ok")
+    with server("silent") as port, server("answer", "127.0.0.2", port):
+        w = detect.start(LocalInv(port, ["web1"]), threshold_s=0.3, interval_s=0.1, lifetime_s=5)  # type: ignore[arg-type]
+        assert not w.wait_lost("db2", timeout_s=0.8).lost
+    with pytest.raises(ParameterError, match="db9 is not watched"):
+        detect.start(LocalInv(port, []), lifetime_s=1).wait_lost("db9")  # type: ignore[arg-type]
+
+
+def test_a_watch_stops_by_itself_after_its_lifetime() -> None:
+    with server("answer") as port:
+        w = detect.Watch(
+            LocalInv(port, []), ["db1"], threshold_s=0.3, interval_s=0.1, lifetime_s=0.5
+        )  # type: ignore[arg-type]
+        w.start()
+        time.sleep(1.2)
+        assert all(not t.is_alive() for t in w._threads)

@@ -76,14 +76,26 @@ def pg_answers(address: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> boo
         return False
 
 
-def remote_probe_command(address: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str:
-    """The same probe as a shell command for another host (bash, coreutils): prints
-    ``ok`` or ``miss``. The SSLRequest is written as octal escapes for printf."""
-    return (
-        f"timeout {timeout:g} bash -c 'exec 3<>/dev/tcp/{address}/{port} && "
-        'printf "\\0\\0\\0\\10\\4\\322\\26\\57" >&3 && head -c1 <&3\' 2>/dev/null '
-        "| grep -q '[SN]' && echo ok || echo miss"
+def remote_probe_command(addresses: list[str], port: int, timeout: float = PROBE_TIMEOUT_S) -> str:
+    """The same probe as one shell command for another host (bash, coreutils): every
+    address at once, one line ``ADDRESS ok`` or ``ADDRESS miss`` each. The SSLRequest
+    is written as octal escapes for printf."""
+    one = (
+        f'timeout {timeout:g} bash -c "exec 3<>/dev/tcp/$a/{port} && '
+        "printf '\\0\\0\\0\\10\\4\\322\\26\\57' >&3 && head -c1 <&3\" 2>/dev/null "
+        '| grep -q \'[SN]\' && echo "$a ok" || echo "$a miss"'
     )
+    return f"for a in {' '.join(addresses)}; do ( {one} ) & done; wait"
+
+
+def parse_remote_probe(out: str) -> dict[str, bool]:
+    """``remote_probe_command``'s answer: address -> answered."""
+    found = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1] in ("ok", "miss"):
+            found[parts[0]] = parts[1] == "ok"
+    return found
 
 
 @dataclass
@@ -145,6 +157,163 @@ def _web_vantage(inv: Inventory) -> str | None:
     return web[0].name if web else None
 
 
+class Watch:
+    """Background probes of several db hosts, each from the controller and a web host,
+    until ``wait_lost`` has an answer or LIFETIME_S passes (it stops by itself).
+
+    Started before the pre-flight, so that by the time a run knows which host it
+    deals with, the probes of that host have been running: an incident run decides
+    from the silence it has itself observed, sooner."""
+
+    def __init__(
+        self,
+        inv: Inventory,
+        hosts: list[str],
+        *,
+        threshold_s: float = THRESHOLD_S,
+        interval_s: float = INTERVAL_S,
+        lifetime_s: float = 120.0,
+    ) -> None:
+        check_thresholds(threshold_s, interval_s)
+        for h in hosts:
+            inv.member(h, "db")
+        self.inv, self.hosts = inv, list(hosts)
+        self.threshold_s, self.interval_s = threshold_s, interval_s
+        self._port = int(inv.vars.get("postgresql_port", 5432))
+        self._probe_timeout = min(PROBE_TIMEOUT_S, interval_s)
+        web = _web_vantage(inv)
+        self._vantages = (CONTROLLER,) + ((web,) if web else ())
+        self._detectors = {h: LossDetector(self._vantages, threshold_s) for h in self.hosts}
+        self._samples: dict[str, list[dict[str, object]]] = {h: [] for h in self.hosts}
+        self._broken: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._deadline = time.monotonic() + lifetime_s
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> Watch:
+        # The controller asks each host in a thread of its own; a web host asks all of
+        # them in one command per cycle (one SSH exec, not one per db host).
+        loops: list[tuple[Callable[[str], None], str]] = [
+            (self._controller_loop, h) for h in self.hosts
+        ]
+        loops += [(self._remote_loop, v) for v in self._vantages if v != CONTROLLER]
+        for fn, arg in loops:
+            t = threading.Thread(target=fn, args=(arg,), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._done.set()
+        for t in self._threads:
+            t.join(timeout=3.0)
+
+    def __enter__(self) -> Watch:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _running(self) -> bool:
+        return not self._done.is_set() and time.monotonic() < self._deadline
+
+    def _record(
+        self, host: str, vantage: str, at: pd.Timestamp, t0: float, t1: float, ok: bool
+    ) -> None:
+        with self._lock:
+            self._detectors[host].observe(vantage, t0, t1, ok)
+            self._samples[host].append({"at": at, "vantage": vantage, "ok": ok, "took_s": t1 - t0})
+
+    def _controller_loop(self, host: str) -> None:
+        address = self.inv.host(host).address
+        while self._running():
+            t0, at = time.monotonic(), pd.Timestamp.now(tz="UTC")
+            ok = pg_answers(address, self._port, self._probe_timeout)
+            t1 = time.monotonic()
+            self._record(host, CONTROLLER, at, t0, t1, ok)
+            self._done.wait(max(0.0, self.interval_s - (t1 - t0)))
+
+    def _remote_loop(self, vantage: str) -> None:
+        addresses = {self.inv.host(h).address: h for h in self.hosts}
+        cmd = remote_probe_command(list(addresses), self._port, self._probe_timeout)
+        while self._running():
+            t0, at = time.monotonic(), pd.Timestamp.now(tz="UTC")
+            try:
+                res = ssh.run(self.inv, vantage, cmd, timeout=max(2.0, self._probe_timeout + 1.5))
+            except SSHError as exc:
+                # The vantage point itself is gone: it can neither confirm nor veto.
+                with self._lock:
+                    self._broken[vantage] = exc.message
+                    for d in self._detectors.values():
+                        d.vantages = tuple(v for v in d.vantages if v != vantage)
+                return
+            t1 = time.monotonic()
+            answers = parse_remote_probe(res.stdout)
+            for address, host in addresses.items():
+                self._record(host, vantage, at, t0, t1, answers.get(address, False))
+            self._done.wait(max(0.0, self.interval_s - (t1 - t0)))
+
+    def wait_lost(
+        self, host: str, timeout_s: float = 60.0, stop: Callable[[], bool] | None = None
+    ) -> Detection:
+        """Until HOST is lost (both vantage points silent for the threshold) or TIMEOUT_S
+        passes (not lost); then the watch ends. STOP ends it early (not lost)."""
+        if host not in self._detectors:
+            raise ParameterError(f"{host} is not watched (watching {', '.join(self.hosts)})")
+        detector = self._detectors[host]
+        deadline = time.monotonic() + timeout_s
+        lost = False
+        try:
+            while time.monotonic() < deadline and not (stop and stop()):
+                with self._lock:
+                    if detector.vantages and detector.lost():
+                        lost = True
+                        break
+                time.sleep(0.02)
+        finally:
+            self.stop()
+        now_mono, now = time.monotonic(), pd.Timestamp.now(tz="UTC")
+        since = detector.since() if lost else None
+        note = "; ".join(f"vantage {v} dropped: {why}" for v, why in self._broken.items())
+        return Detection(
+            host=host,
+            lost=lost,
+            decided_at=now if lost else None,
+            silent_since=(now - pd.Timedelta(seconds=now_mono - since))
+            if since is not None
+            else None,
+            vantages=detector.vantages,
+            threshold_s=self.threshold_s,
+            samples=pd.DataFrame(self._samples[host], columns=["at", "vantage", "ok", "took_s"]),
+            note=note,
+        )
+
+    def wait_lost_or_raise(self, host: str, timeout_s: float = 60.0) -> Detection:
+        """``wait_lost`` that raises ConditionTimeout when HOST kept answering."""
+        d = self.wait_lost(host, timeout_s)
+        if not d.lost:
+            raise ConditionTimeout(
+                f"{host} kept answering the probes of {' and '.join(d.vantages)} "
+                f"for {timeout_s:g} s: not lost, not failing over"
+            )
+        return d
+
+
+def start(
+    inv: Inventory,
+    *,
+    threshold_s: float = THRESHOLD_S,
+    interval_s: float = INTERVAL_S,
+    lifetime_s: float = 120.0,
+) -> Watch:
+    """Start watching every db host of INV (see ``Watch``)."""
+    hosts = [h.name for h in inv.group("db")]
+    return Watch(
+        inv, hosts, threshold_s=threshold_s, interval_s=interval_s, lifetime_s=lifetime_s
+    ).start()
+
+
 def watch(
     inv: Inventory,
     host: str,
@@ -157,84 +326,15 @@ def watch(
     """Probe HOST's PostgreSQL port from the controller and from a web host until
     both have heard nothing for THRESHOLD_S (lost) or TIMEOUT_S passes (not lost).
     STOP, when it returns true, ends the watch early (not lost)."""
-    check_thresholds(threshold_s, interval_s)
-    inv.member(host, "db")
-    address = inv.host(host).address
-    port = int(inv.vars.get("postgresql_port", 5432))
-    probe_timeout = min(PROBE_TIMEOUT_S, interval_s)
-    web = _web_vantage(inv)
-    vantages = (CONTROLLER,) + ((web,) if web else ())
-    detector = LossDetector(vantages, threshold_s)
-    samples: list[dict[str, object]] = []
-    lock = threading.Lock()
-    done = threading.Event()
-    broken: dict[str, str] = {}
-
-    def ask(vantage: str) -> bool:
-        if vantage == CONTROLLER:
-            return pg_answers(address, port, probe_timeout)
-        cmd = remote_probe_command(address, port, probe_timeout)
-        res = ssh.run(inv, vantage, cmd, timeout=max(2.0, probe_timeout + 1.5))
-        return res.stdout.strip().endswith("ok")
-
-    def loop(vantage: str) -> None:
-        while not done.is_set():
-            started = time.monotonic()
-            at = pd.Timestamp.now(tz="UTC")
-            try:
-                ok = ask(vantage)
-            except SSHError as exc:
-                # The vantage point itself is gone: it can neither confirm nor veto.
-                with lock:
-                    broken[vantage] = exc.message
-                    detector.vantages = tuple(v for v in detector.vantages if v != vantage)
-                return
-            ended = time.monotonic()
-            with lock:
-                detector.observe(vantage, started, ended, ok)
-                samples.append({"at": at, "vantage": vantage, "ok": ok, "took_s": ended - started})
-            done.wait(max(0.0, interval_s - (ended - started)))
-
-    threads = [threading.Thread(target=loop, args=(v,), daemon=True) for v in vantages]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout_s
-    lost = False
-    try:
-        while time.monotonic() < deadline and not (stop and stop()):
-            with lock:
-                if detector.vantages and detector.lost():
-                    lost = True
-                    break
-            time.sleep(0.02)
-    finally:
-        done.set()
-        for t in threads:
-            t.join(timeout=3.0)
-    now_mono, now = time.monotonic(), pd.Timestamp.now(tz="UTC")
-    since = detector.since() if lost else None
-    note = "; ".join(f"vantage {v} dropped: {why}" for v, why in broken.items())
-    return Detection(
-        host=host,
-        lost=lost,
-        decided_at=now if lost else None,
-        silent_since=(now - pd.Timedelta(seconds=now_mono - since)) if since is not None else None,
-        vantages=detector.vantages,
-        threshold_s=threshold_s,
-        samples=pd.DataFrame(samples, columns=["at", "vantage", "ok", "took_s"]),
-        note=note,
-    )
+    w = Watch(inv, [host], threshold_s=threshold_s, interval_s=interval_s, lifetime_s=timeout_s)
+    return w.start().wait_lost(host, timeout_s, stop)
 
 
 def wait_lost(inv: Inventory, host: str, **kwargs: float) -> Detection:
     """``watch`` that raises ConditionTimeout when HOST kept answering."""
-    d = watch(inv, host, **kwargs)  # type: ignore[arg-type]
-    if not d.lost:
-        raise ConditionTimeout(
-            f"{host} kept answering the probes of {' and '.join(d.vantages)} "
-            f"for {kwargs.get('timeout_s', 60.0):g} s: not lost, not failing over"
-        )
-    return d
+    timeout_s = kwargs.pop("timeout_s", 60.0)
+    w = Watch(inv, [host], lifetime_s=timeout_s, **kwargs)
+    return w.start().wait_lost_or_raise(host, timeout_s)
 
 
 def corroborate(
