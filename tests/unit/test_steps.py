@@ -136,3 +136,28 @@ def test_restore_begin_refuses_bad_parameters_in_one_line(
 def test_a_pitr_incident_keeps_its_parsed_target() -> None:
     s = steps.restore_begin(restore_ns(mode="pitr", target="0/3000060", target_kind="lsn"))
     assert s.target is not None and s.target.kind == "lsn"
+
+
+@pytest.mark.parametrize(
+    ("threshold", "interval", "match"),
+    [
+        (float("nan"), 0.25, "detection threshold_s must be in"),
+        (-1.5, 0.25, "detection threshold_s must be in"),
+        (1.5, -0.25, "detection interval_s must be in"),
+        (0.3, 0.25, "at least two probe intervals"),
+    ],
+)
+def test_db_failover_refuses_bad_detection_thresholds_in_one_line(
+    threshold: float, interval: float, match: str
+) -> None:
+    ns = drill_ns(
+        fault="host-crash",
+        target="",
+        new_primary="",
+        force=False,
+        detect_threshold_s=threshold,
+        probe_interval_s=interval,
+    )
+    with pytest.raises(ParameterError, match=match) as exc:
+        steps.begin("db-failover", ns)
+    assert "\n" not in str(exc.value)
