@@ -205,9 +205,8 @@ def test_watch_does_not_fail_over_while_the_web_host_still_reaches_it(
     with pytest.raises(ConditionTimeout, match="kept answering"):
         fake_web(monkeypatch, "ok")
         with server("answer") as port:
-            detect.wait_lost(
-                LocalInv(port, ["web1"]), "db1", threshold_s=0.3, interval_s=0.1, timeout_s=0.6
-            )  # type: ignore[arg-type]
+            w = detect.start(LocalInv(port, ["web1"]), threshold_s=0.3, interval_s=0.1)  # type: ignore[arg-type]
+            w.wait_lost_or_raise("db1", timeout_s=0.6)
 
 
 def test_watch_goes_on_with_the_controller_when_the_web_host_is_gone(

@@ -213,26 +213,37 @@ def test_fast_switchover_without_a_checkpoint_stops_before_promoting(
     assert [h for h, _ in calls] == ["db2", "db1"], "nothing is promoted without the checkpoint"
 
 
-def test_a_refused_switchover_starts_the_old_primary_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The candidate refused before asking for a promotion: nothing is primary, so the
-    old primary comes back and every standby follows it again."""
+DEMOTED = (0, "result=demoted host=db1 checkpoint_lsn=0/6000028\n")
+NOT_FINISHED = (1, "result=failed reason=promote-did-not-finish\n")
+
+
+def failed_switchover(
+    monkeypatch: pytest.MonkeyPatch, promote: tuple[int, str], after: tuple[str, str, str]
+) -> tuple[list, str]:
+    """db1 -> db2, db2's promote answering PROMOTE, the cluster found as AFTER (db2's
+    and db3's roles and db2's LSN) by the undo; the calls and the error raised."""
     calls = script_host(
-        monkeypatch,
-        {
-            "db1": (0, "result=demoted host=db1 checkpoint_lsn=0/6000028\n"),
-            "db2": (3, "result=refused reason=flushed-lsn-0/5000000-below-0/6000028\n"),
-            "db3": (0, "result=followed upstream=db1\n"),
-        },
+        monkeypatch, {"db1": DEMOTED, "db2": promote, "db3": (0, "result=followed\n")}
     )
+    db2_role, db2_lsn, db3_role = after
     monkeypatch.setattr(
         failover,
         "cluster_state",
         lambda inv: state(
-            ("db1", "down", ""), ("db2", "standby", "0/5000000"), ("db3", "standby", "0/5")
+            ("db1", "down", ""), ("db2", db2_role, db2_lsn), ("db3", db3_role, "0/5")
         ),
     )
-    with pytest.raises(failover.StackError, match="refused.*db1 started again as the primary"):
+    with pytest.raises(failover.StackError, match="switchover db1 -> db2 failed") as exc:
         failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
+    return calls, str(exc.value)
+
+
+def test_a_refused_switchover_starts_the_old_primary_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate refused before asking for a promotion: nothing is primary, so the
+    old primary comes back and every standby follows it again."""
+    refused = (3, "result=refused reason=flushed-lsn-0/5000000-below-0/6000028\n")
+    calls, error = failed_switchover(monkeypatch, refused, ("standby", "0/5000000", "standby"))
+    assert "refused" in error and "db1 started again as the primary" in error
     after = calls[calls.index(("db1", f"{failover.FAILOVER_SCRIPT} start")) :]
     assert set(after[1:]) == {
         ("db2", f"{failover.FAILOVER_SCRIPT} follow db1"),
@@ -243,46 +254,18 @@ def test_a_refused_switchover_starts_the_old_primary_again(monkeypatch: pytest.M
 def test_a_switchover_that_promoted_rejoins_the_old_primary(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    script_host(
-        monkeypatch,
-        {
-            "db1": (0, "result=demoted host=db1 checkpoint_lsn=0/6000028\n"),
-            "db2": (1, "result=failed reason=promote-did-not-finish\n"),
-            "db3": (0, "result=followed upstream=db2\n"),
-        },
-    )
     rejoined: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        failover,
-        "cluster_state",
-        lambda inv: state(("db1", "down", ""), ("db2", "primary", ""), ("db3", "standby", "0/6")),
-    )
     monkeypatch.setattr(
         failover, "rejoin", lambda inv, host, primary: rejoined.append((host, primary))
     )
-    with pytest.raises(failover.StackError, match="db2 did promote: db1 rejoined"):
-        failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
+    _, error = failed_switchover(monkeypatch, NOT_FINISHED, ("primary", "", "standby"))
+    assert "db2 did promote: db1 rejoined" in error
     assert rejoined == [("db1", "db2")]
 
 
 def test_a_promotion_that_may_still_finish_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not refused, nothing primary yet: starting the old primary could meet a late
     promotion (two primaries), so nothing is started."""
-    calls = script_host(
-        monkeypatch,
-        {
-            "db1": (0, "result=demoted host=db1 checkpoint_lsn=0/6000028\n"),
-            "db2": (1, "result=failed reason=promote-did-not-finish\n"),
-            "db3": (0, "result=followed upstream=db2\n"),
-        },
-    )
-    monkeypatch.setattr(
-        failover,
-        "cluster_state",
-        lambda inv: state(
-            ("db1", "down", ""), ("db2", "standby", "0/6"), ("db3", "standby", "0/6")
-        ),
-    )
-    with pytest.raises(failover.StackError, match="left as found"):
-        failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
+    calls, error = failed_switchover(monkeypatch, NOT_FINISHED, ("standby", "0/6", "standby"))
+    assert "left as found" in error
     assert ("db1", f"{failover.FAILOVER_SCRIPT} start") not in calls

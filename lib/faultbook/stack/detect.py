@@ -330,13 +330,6 @@ def watch(
     return w.start().wait_lost(host, timeout_s, stop)
 
 
-def wait_lost(inv: Inventory, host: str, **kwargs: float) -> Detection:
-    """``watch`` that raises ConditionTimeout when HOST kept answering."""
-    timeout_s = kwargs.pop("timeout_s", 60.0)
-    w = Watch(inv, [host], lifetime_s=timeout_s, **kwargs)
-    return w.start().wait_lost_or_raise(host, timeout_s)
-
-
 def corroborate(
     inv: Inventory, alert: str, since: pd.Timestamp, wait_s: float = 8.0
 ) -> tuple[bool, str]:

@@ -235,9 +235,14 @@ def parse_fields(out: str) -> dict[str, str]:
     return dict(f.split("=", 1) for f in lines[-1].split() if "=" in f)
 
 
+def _script(inv: Inventory) -> str:
+    """Where the role installed the failover script (the inventory may move it)."""
+    return str(inv.vars.get("postgresql_failover_script", FAILOVER_SCRIPT))
+
+
 def run_script(inv: Inventory, host: str, args: str, timeout: float = 30.0) -> dict[str, str]:
     """Run the failover script on HOST as root; its fields, or PromotionRefused / StackError."""
-    path = str(inv.vars.get("postgresql_failover_script", FAILOVER_SCRIPT))
+    path = _script(inv)
     res = ssh.run(inv, host, f"{path} {args}", timeout=timeout, sudo=True)
     fields = parse_fields(res.stdout)
     what = args.split()[0] if args else "?"
@@ -288,8 +293,7 @@ def _repoint(inv: Inventory, new: str, hosts: list[str]) -> dict[str, str]:
     """Point every host of HOSTS at NEW (in parallel); what each answered (errors as text)."""
     if not hosts:
         return {}
-    path = str(inv.vars.get("postgresql_failover_script", FAILOVER_SCRIPT))
-    results = ssh.run_many(inv, hosts, f"{path} follow {new}", timeout=10.0, sudo=True)
+    results = ssh.run_many(inv, hosts, f"{_script(inv)} follow {new}", timeout=10.0, sudo=True)
     out = {}
     for host, res in results.items():
         if isinstance(res, SSHError):
