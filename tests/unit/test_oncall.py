@@ -283,5 +283,9 @@ def test_faultbook_notebook_serves_jupyterlab_for_real(home: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    with socket.socket() as s:  # the port is free again: the server is gone
+    # The port is free again: the server is gone. SO_REUSEADDR lets the bind past the
+    # TIME_WAIT of the test's own HTTP connections, never past a listening socket.
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+        s.listen()
