@@ -573,10 +573,10 @@ def test_the_role_script_fails_clearly_without_a_socket(tmp_path: Path) -> None:
 def test_incident_leaves_a_target_that_is_up_again_alone() -> None:
     """An alert that cleared before its run started must not drain a healthy node."""
     from faultbook import inventory
-    from faultbook.stack.haproxy import BackendHealth, pick_target
+    from faultbook.stack.haproxy import BackendHealth, pick_targets
 
     inv = inventory.load("lab")
     healthy = BackendHealth("web", ())
-    assert pick_target(healthy, "web2", "incident", inv) is None
-    assert pick_target(BackendHealth("web", ("web2",)), "web2", "incident", inv) == "web2"
-    assert pick_target(healthy, "web2", "drill", inv) == "web2"
+    assert pick_targets(healthy, "web2", "incident", inv) == []
+    assert pick_targets(BackendHealth("web", ("web2",)), "web2", "incident", inv) == ["web2"]
+    assert pick_targets(healthy, "web2", "drill", inv) == ["web2"]

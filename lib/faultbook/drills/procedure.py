@@ -13,7 +13,8 @@ A runbook makes one ``Procedure`` and calls it step by step::
     p.check()                           # raise when the verdict failed
 
 Incident mode never starts load or injects anything, and a destructive step
-runs only when ``confirm`` is true (``Procedure.allowed``).
+runs only when the person at the notebook confirms it, or ``confirm`` is true
+(``Procedure.allowed``, ``drills.confirm``).
 
 Faults go through the run's journal (``drills.journal``, in ``result_dir`` or
 ``$FAULTBOOK_RUN_DIR``, which ``faultbook run`` sets): written before the
@@ -40,6 +41,7 @@ from typing import Any
 
 import pandas as pd
 
+from faultbook.drills import confirm as confirm_mod
 from faultbook.drills import preflight as preflight_mod
 from faultbook.drills import watchdog
 from faultbook.drills.faults import Fault
@@ -223,6 +225,8 @@ class Procedure:
     entry: Entry | None = None
     # (alertname, instance) firing at the start on hosts outside the runbook's tiers.
     outside: frozenset[tuple[str, str]] = frozenset()
+    # Who is asked before a destructive step in incident mode (tests inject their own).
+    ask: confirm_mod.Asker = field(default=confirm_mod.ask_in_notebook, repr=False)
     _journal: Journal | None = field(default=None, repr=False)
 
     @classmethod
@@ -264,13 +268,27 @@ class Procedure:
         """Unattended with load: drill mode (and planned operations such as switchover)."""
         return self.mode != "incident"
 
-    def allowed(self, what: str) -> bool:
-        """A destructive step may run: drill mode, or incident mode with confirm=True."""
-        if self.drill or self.confirm:
+    def allowed(self, what: str, host: str = "") -> bool:
+        """A destructive step may run: drill mode; in incident mode ``confirm=True`` (a
+        standing confirmation) or the person at the notebook typing HOST (``drills.confirm``;
+        "yes" when no single host is concerned). Confirmations and refusals go into
+        result.json; a refused or unconfirmed step is recorded as skipped."""
+        if self.drill:
             return True
-        self.run.skip(what, "needs confirm=True in incident mode")
-        sys.stdout.write(f"SKIPPED: {what} — re-run with confirm=True to do it\n")
-        return False
+        expect = host or "yes"
+        c = confirm_mod.decide(what, expect, self.confirm, self.ask)
+        if c is None:
+            self.run.skip(what, "needs confirm=True in incident mode (nobody to ask: unattended)")
+            sys.stdout.write(f"SKIPPED: {what} — re-run with confirm=True to do it\n")
+            return False
+        self.run.confirmations.append(c.to_dict())
+        if not c.granted:
+            why = f"refused by {c.by} at {c.at}: typed {c.answer!r}, not {expect!r}"
+            self.run.skip(what, why)
+            sys.stdout.write(f"SKIPPED: {what} — {why}\n")
+            return False
+        sys.stdout.write(f"CONFIRMED: {what} ({c.by}, {c.at})\n")
+        return True
 
     def mark(self, name: str, at: datetime | None = None) -> datetime:
         ts = at or now()

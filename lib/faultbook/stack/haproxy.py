@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -338,13 +338,15 @@ def recover(inv: Inventory, host: str, force_restart: bool = False) -> ansible.P
 
 
 # ------------------------------------------------------------ runbook steps
-def pick_target(health: BackendHealth, target: str, mode: str, inv: Inventory) -> str | None:
-    """The web host this run deals with, or None when there is nothing to do.
+def pick_targets(health: BackendHealth, target: str, mode: str, inv: Inventory) -> list[str]:
+    """The web hosts this run deals with, in inventory order; empty when there is nothing
+    to do.
 
-    drill: TARGET, or (empty) the first web host of the inventory. incident: TARGET
-    when HAProxy has it failed (a TARGET that is UP again is left alone: an alert that
-    has cleared by the time the run starts must not drain a healthy node), or the one
-    failed backend server.
+    drill: [TARGET], or (empty) the first web host of the inventory; every web node must
+    be UP first. incident: every failed backend server, all of them in one run. A TARGET
+    named in incident mode must be a web host; when it is UP again it is left alone (an
+    alert that has cleared by the time the run starts must not drain a healthy node),
+    while the other failed nodes are still handled.
     """
     if target:
         inv.member(target, "web")
@@ -354,31 +356,28 @@ def pick_target(health: BackendHealth, target: str, mode: str, inv: Inventory) -
         if not target:
             target = inv.group("web")[0].name
             log.info("no target given: the drill fails %s, the first web host", target)
-        return target
-    if target:
-        if target not in health.failed:
-            log.info("%s is UP in HAProxy: nothing to do for it", target)
-            return None
-        return target
-    if not health.failed:
-        return None
-    if len(health.failed) > 1:
-        raise ParameterError(
-            f"several web nodes are down ({', '.join(health.failed)}); set target to one of them"
-        )
-    return health.failed[0]
+        return [target]
+    if target and target not in health.failed:
+        log.info("%s is UP in HAProxy: nothing to do for it", target)
+    return list(health.failed)
 
 
 def wait_marked_down(
-    inv: Inventory, host: str, timeout_s: float, poll_s: float = 0.25
+    inv: Inventory, hosts: str | Sequence[str], timeout_s: float, poll_s: float = 0.25
 ) -> BackendHealth | None:
-    """Wait until HAProxy stats or Prometheus report HOST not UP; None if that never happened
-    within TIMEOUT_S (e.g. systemd restarted the app before the health checks failed)."""
+    """Wait until HAProxy stats or Prometheus report every one of HOSTS not UP; None if that
+    never happened within TIMEOUT_S (e.g. systemd restarted the app before the health
+    checks failed)."""
+    want = [hosts] if isinstance(hosts, str) else list(hosts)
     try:
         return poll(
-            lambda t: h if host in (h := failed_backends(inv, timeout=min(t, 2.0))) else None,
+            lambda t: (
+                h
+                if all(x in (h := failed_backends(inv, timeout=min(t, 2.0))) for x in want)
+                else None
+            ),
             timeout_s,
-            what=f"HAProxy marking {host} down",
+            what=f"HAProxy marking {', '.join(want)} down",
             interval_s=poll_s,
         )
     except ConditionTimeout:

@@ -242,13 +242,15 @@ def vrrp_transitions(
     return [t for t in parse_vrrp_journal(r.stdout, host) if t.at >= since]
 
 
-def pick_lb(
+def pick_lbs(
     lbs: pd.DataFrame, holder: str | None, target: str, mode: str, inv: Inventory
-) -> str | None:
-    """The lb this run deals with, or None when there is nothing to do.
+) -> list[str]:
+    """The lbs this run deals with, in inventory order; empty when there is nothing to do.
 
-    drill: TARGET or the VIP holder (both lbs must be healthy). incident: TARGET,
-    or the one lb that is unreachable or whose haproxy/keepalived is not active.
+    drill: [TARGET or the VIP holder] (both lbs must be healthy). incident: every lb that
+    is unreachable or whose haproxy/keepalived is not active or /healthz fails, both of
+    them in one run; a TARGET named in incident mode is added even when it looks healthy
+    (the person says it must be restarted).
     """
     if target:
         inv.member(target, "lb")
@@ -268,25 +270,40 @@ def pick_lb(
                 "an lb drill needs both lbs healthy and the VIP held "
                 f"(unhealthy: {sick or 'none'}, VIP holder: {holder})"
             )
-        return target or holder
-    if target:
-        return target
-    if not sick:
+        return [target or holder]
+    if target and target not in sick:
+        sick.append(target)
+    order = {lb: i for i, lb in enumerate(_lb_hosts(inv))}
+    return sorted(sick, key=lambda lb: order.get(lb, len(order)))
+
+
+def wait_vip_moved(
+    inv: Inventory, old: str | Sequence[str], timeout_s: float, poll_s: float = 0.2
+) -> str | None:
+    """Wait until an lb other than OLD (one lb or several) holds the VIP; return its name.
+    None at once when every lb is in OLD: no other lb can take it."""
+    gone = {old} if isinstance(old, str) else set(old)
+    others = [lb for lb in _lb_hosts(inv) if lb not in gone]
+    if not others:
         return None
-    if len(sick) > 1:
-        raise ParameterError(f"several lbs are unhealthy ({', '.join(sick)}); set target")
-    return sick[0]
-
-
-def wait_vip_moved(inv: Inventory, old: str, timeout_s: float, poll_s: float = 0.2) -> str:
-    """Wait until another lb than OLD holds the VIP; return its name."""
-    others = [lb for lb in _lb_hosts(inv) if lb != old]
     return poll(
         lambda t: vip_holder(inv, timeout=min(t, 2.0), among=others),
         timeout_s,
-        what=f"the VIP leaving {old}",
+        what=f"the VIP leaving {', '.join(sorted(gone))}",
         interval_s=poll_s,
         transient=lambda exc: isinstance(exc, WebTierError),  # two holders for a moment
+        error=WebTierError,
+    )
+
+
+def wait_vip_held(inv: Inventory, timeout_s: float, poll_s: float = 0.2) -> str:
+    """Wait until some lb holds the VIP; return its name."""
+    return poll(
+        lambda t: vip_holder(inv, timeout=min(t, 2.0)),
+        timeout_s,
+        what="an lb taking the VIP",
+        interval_s=poll_s,
+        transient=lambda exc: isinstance(exc, WebTierError),
         error=WebTierError,
     )
 
