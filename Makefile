@@ -15,7 +15,7 @@ APT_PACKAGES := systemd-container debootstrap iproute2 iptables util-linux procp
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup apt venv image demo test lint docs unit integration nbval bench bench-alerts lab-up lab-down clean
+.PHONY: help setup apt venv image demo test lint docs docs-examples unit integration nbval bench bench-alerts lab-up lab-down clean
 
 help:
 	@echo "make demo    set up, boot the lab, run the runbooks, print the report's path"
@@ -50,6 +50,11 @@ setup: apt venv image
 # table disagrees with its notebook fails (and so fails make lint, make test).
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# The docs site's committed examples: each runbook's newest archived run (a drill that
+# passed first) into docs/examples/<runbook>/, for `git add docs/examples` after lab drills.
+docs-examples: venv
+	$(PY) -m faultbook.oncall.docsite examples
 
 lint: venv docs
 	$(VENV)/bin/ruff check lib tests runbooks playbooks
