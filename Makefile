@@ -11,7 +11,7 @@ REPORTS ?= reports
 # What the controller needs from Debian (the lab hosts get theirs in the lab image).
 APT_PACKAGES := systemd-container debootstrap iproute2 iptables util-linux procps \
                 openssh-client iputils-ping python3 python3-venv python3-dev wrk \
-                cron
+                cron chromium
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

@@ -171,8 +171,8 @@ def test_two_failed_web_nodes_one_powered_off(
     assert world["did"] == [
         ("drain", "web2"),
         ("drain", "web3"),
-        ("power", "web3"),
         ("recover", "web2"),
+        ("power", "web3"),
         ("recover", "web3"),
         ("enable", "web2"),
         ("enable", "web3"),

@@ -165,10 +165,14 @@ class Recovery:
             n.detail = self.p.run.steps[-1].detail if self.p.run.steps else ""
         return self.table()
 
-    def each(self, step: str, fn: Callable[[Node], str]) -> None:
+    def each(self, step: str, fn: Callable[[Node], str], power: bool = False) -> None:
         """Run FN on every active node as step "STEP HOST"; a failure is recorded on the
-        node (and as the run's failed step) and the others go on."""
+        node (and as the run's failed step) and the others go on. With POWER, a node that
+        did not answer is powered on first, just before its own turn (an lb booted early
+        would take the VIP before the one that answers is back)."""
         for n in self.active:
+            if power and not n.answered and not self._power_on(n):
+                continue
             try:
                 with self.p.run.step(f"{step} {n.host}") as st:
                     st.detail = fn(n)
@@ -179,20 +183,19 @@ class Recovery:
                 n.detail = f"{step}: {exc}"
                 sys.stdout.write(f"FAILED: {step} {n.host}: {exc}\n")
 
-    def power_on(self) -> None:
-        """Boot (or power on) every confirmed node that did not answer."""
-        for n in self.active:
-            if n.answered:
-                continue
-            try:
-                with self.p.run.step(f"power on {n.host}") as st:
-                    st.detail = power_on(self.p.inv, n.host)
-                n.answered, n.next = True, ""
-                sys.stdout.write(f"{st.detail}\n")
-            except FaultbookError as exc:
-                n.outcome = "unreachable"
-                n.detail = str(exc)
-                sys.stdout.write(f"NOT ANSWERING: {n.host}: {n.next}\n")
+    def _power_on(self, n: Node) -> bool:
+        """Boot (or power on) N; False, with the node marked unreachable, when it cannot be."""
+        try:
+            with self.p.run.step(f"power on {n.host}") as st:
+                st.detail = power_on(self.p.inv, n.host)
+            n.answered, n.next = True, ""
+            sys.stdout.write(f"{st.detail}\n")
+            return True
+        except FaultbookError as exc:
+            n.outcome = "unreachable"
+            n.detail = str(exc)
+            sys.stdout.write(f"NOT ANSWERING: {n.host}: {n.next}\n")
+            return False
 
 
 # ------------------------------------------------------------------ web nodes
@@ -230,8 +233,7 @@ def web_recover(r: Recovery) -> pd.DataFrame:
         return f"ledger on {n.host} answers /readyz"
 
     r.p.revert()
-    r.power_on()
-    r.each("recover", one)
+    r.each("recover", one, power=True)
     return r.table()
 
 
@@ -267,13 +269,16 @@ def lb_rejoin(r: Recovery, holder: str | None, timeout_s: float = 30.0) -> pd.Da
     """Bring each confirmed lb back in turn. With no VIP holder, the first lb back must
     take the VIP; every lb back while another holds it must rejoin without a flap."""
     r.p.revert()
-    r.power_on()
     state = {"holder": holder}
 
     def one(n: Node) -> str:
         back_at: datetime = now()
         vip.lb_recover(r.p.inv, n.host)
         current = state["holder"]
+        if current == n.host:  # it kept the VIP while it was sick: it must serve again
+            vip.require_healthy(vip.lb_status(r.p.inv), n.host)
+            n.outcome = "recovered"
+            return f"{n.host} is back and still holds the VIP"
         if current is None:
             state["holder"] = vip.wait_vip_held(r.p.inv, timeout_s)
             n.outcome = "recovered"
@@ -284,5 +289,5 @@ def lb_rejoin(r: Recovery, holder: str | None, timeout_s: float = 30.0) -> pd.Da
 
     if r.active:
         r.p.mark("action")
-    r.each("rejoin", one)
+    r.each("rejoin", one, power=True)
     return r.table()
