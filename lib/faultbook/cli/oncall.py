@@ -65,10 +65,11 @@ def notebook_cmd(
         prepared earlier (by --no-serve or by the alert receiver)
     faultbook notebook --list                    the open incidents
     faultbook notebook --close DIR               file it: notebook, HTML, result.json
-        (mode incident) into the archive and the audit log
+        (mode incident) into the archive and the audit log; the runbook's last cell
+        (incident.close_from_notebook()) files it too, at the notebook's next save
     JupyterLab listens on 127.0.0.1 only, with a token, runs as root, opens no browser
     and uses the project's kernel; the URL and an SSH-tunnel command are printed.
-    Ctrl-C stops it (the incident stays open until --close).
+    Ctrl-C stops it (the incident stays open until it is closed).
     """
     from faultbook.errors import UsageError
     from faultbook.oncall import incident, jupyter
@@ -142,6 +143,7 @@ def _close(inc: object) -> None:
     from faultbook.oncall import incident, jupyter
 
     assert isinstance(inc, incident.Incident)
+    incident.check_open(inc)  # closed from its notebook: "already closed", served or not
     live = jupyter.serving(inc.path)
     if live:
         raise IncidentError(
@@ -170,18 +172,43 @@ def _serve(inc: object, port: int, ready_timeout: float) -> None:
         click.echo(f"JupyterLab: {server.url}")
         click.echo(f"from another machine: {jupyter.tunnel(port)}")
         click.echo(f"  then open the URL above in a browser there; log: {server.log}")
-        click.echo(f"when done: Ctrl-C here, then faultbook notebook --close {inc.path}")
-        server.process.wait()
+        click.echo(
+            "when done: run the runbook's last cell (it files the incident at the next save), "
+            f"or Ctrl-C here, then faultbook notebook --close {inc.path}"
+        )
+        _wait(server, inc)
         click.echo(
             f"faultbook: JupyterLab exited ({server.process.returncode}); log: {server.log}",
             err=True,
         )
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("stopping JupyterLab (the incident stays open)")
+        state = "is closed" if inc.closed is not None else "stays open"
+        click.echo(f"stopping JupyterLab (the incident {state})")
     finally:
         server.stop()
         signal.signal(signal.SIGTERM, old)
+
+
+def _wait(server: object, inc: object) -> None:
+    """Until JupyterLab exits; says so once when the notebook filed the incident."""
+    import subprocess
+
+    from faultbook.oncall import incident, jupyter
+
+    assert isinstance(server, jupyter.Server) and isinstance(inc, incident.Incident)
+    announced = inc.closed is not None
+    while True:
+        try:
+            server.process.wait(timeout=1.0)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        closed = inc.closed
+        if closed is not None and not announced:
+            announced = True
+            click.echo(f"closed from the notebook: archived as {closed.get('archived', '?')}")
+            click.echo("JupyterLab goes on serving the folder until Ctrl-C")
 
 
 @main.command("postmortem")

@@ -11,7 +11,8 @@ close the same way. An incident folder holds:
 - ``incident.json`` (``faultbook notebook``) or ``alert.json`` (the receiver): what
   prepared it, when, with which parameters (secrets redacted);
 - ``result.json`` once the runbook's last cell has run;
-- ``closed.json`` once it is closed: when, and its folder in the archive.
+- ``close-requested.json`` once the notebook asked to be filed (``close_from_notebook``);
+- ``closed.json`` once it is closed: when, how, and its folder in the archive.
 
 Closing files the incident like any run (``archive.store.archive``): the notebook as the
 engineer saved it (executed), its HTML, result.json and every other file of the folder
@@ -20,14 +21,25 @@ notebook never wrote result.json, closing writes one (mode incident, a failed st
 ``notebook`` saying so), so that the archive has a record of every incident opened.
 Faults journaled in the folder and not reverted (a drill run by hand) are reverted
 first, as ``faultbook run`` does (``drills.rollback``).
+
+An incident is closed by ``faultbook notebook --close`` once its server is stopped, or
+from the notebook itself: its last cell calls :func:`close_from_notebook`, which leaves a
+close request with a unique marker in the folder and prints the marker; JupyterLab's
+post-save hook (:func:`post_save_hook`, set by ``oncall.jupyter``) files the incident when
+a save of the notebook holds that output, i.e. when the file on disk is the executed
+notebook. Incident servers autosave every few seconds, so nobody has to do anything else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
+import os
+import secrets
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +47,7 @@ from typing import Any
 
 from faultbook import lock
 from faultbook.archive import store
-from faultbook.errors import IncidentError
+from faultbook.errors import FaultbookError, IncidentError
 from faultbook.paths import RUNBOOKS_DIR, faultbook_home
 from faultbook.results import MODES, Run, iso, redact, utcnow
 
@@ -43,7 +55,13 @@ INCIDENTS = "incidents"
 META = "incident.json"
 ALERT = "alert.json"
 CLOSED = "closed.json"
+CLOSE_REQUEST = "close-requested.json"
+CLOSE_LOCK = "close.lock"  # the archive leaves *.lock files out
+MARKER = "faultbook-close-request"
 CHECKPOINTS = ".ipynb_checkpoints"  # JupyterLab's autosave copies: not part of the record
+
+
+log = logging.getLogger(__name__)
 
 
 def incidents_root(home: Path | None = None, create: bool = False) -> Path:
@@ -235,23 +253,56 @@ def resolve(arg: str | Path, home: Path | None = None) -> Incident:
     return inc
 
 
+@contextlib.contextmanager
+def _closing(folder: Path) -> Iterator[None]:
+    """One close of FOLDER at a time (``--close`` and a save of the notebook may race):
+    ``flock`` on ``close.lock`` in the folder."""
+    try:
+        f = open(folder / CLOSE_LOCK, "a")  # noqa: SIM115 - held for the whole close
+    except OSError as exc:
+        raise IncidentError(
+            f"incident {folder}: cannot lock it to close it ({exc.strerror})"
+        ) from None
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def close(
     inc: Incident,
     *,
     home: Path | None = None,
     revert: Callable[[Path], dict[str, Any] | None] | None = None,
+    how: str = "faultbook notebook --close",
 ) -> Path:
     """File a finished incident into the archive (see the module's docstring); returns the
     archived folder. ``revert`` reverts faults journaled in the folder (default
-    ``drills.rollback.rollback``; only called when there is a journal)."""
-    from faultbook.drills import rollback
-    from faultbook.report import runner
+    ``drills.rollback.rollback``; only called when there is a journal); ``how`` goes into
+    closed.json."""
+    with _closing(inc.path):
+        check_open(inc)
+        return _close(inc, home=home, revert=revert, how=how)
 
+
+def check_open(inc: Incident) -> None:
+    """IncidentError (one line) when INC is already closed."""
     if inc.closed is not None:
         raise IncidentError(
             f"incident {inc.path} is already closed ({inc.closed.get('closed_at')}; "
             f"archived as {inc.closed.get('archived', '?')})"
         )
+
+
+def _close(
+    inc: Incident,
+    *,
+    home: Path | None,
+    revert: Callable[[Path], dict[str, Any] | None] | None,
+    how: str,
+) -> Path:
+    from faultbook.drills import rollback
+    from faultbook.report import runner
+
     home = home or faultbook_home(create=True)
     shutil.rmtree(inc.path / CHECKPOINTS, ignore_errors=True)
     params = inc.parameters()
@@ -280,6 +331,174 @@ def close(
             f"<p>the notebook could not be rendered: {type(exc).__name__}</p>\n"
         )
     archived = store.archive(inc.path, inc.runbook, params=params, trigger=inc.trigger, home=home)
-    closed = {"closed_at": iso(datetime.now(UTC)), "archived": str(archived)}
+    closed = {"closed_at": iso(datetime.now(UTC)), "archived": str(archived), "how": how}
     (inc.path / CLOSED).write_text(json.dumps(closed, indent=2) + "\n")
     return archived
+
+
+# -- closing from the notebook's last cell ----------------------------------------------
+
+
+def open_incident_at(folder: Path) -> Incident | str:
+    """The open incident whose folder is FOLDER, or why FOLDER is not one (a sentence)."""
+    if store.parse_name(folder.name) is None or not folder.is_dir():
+        return f"{folder} is not an incident folder"
+    inc = _incident(folder)
+    prepared = (folder / META).exists() or (folder / ALERT).exists()
+    if not (inc.notebook.is_file() and prepared):
+        return f"{folder} is not an incident folder (no {inc.notebook.name} with {META} or {ALERT})"
+    if (folder / store.META).exists():
+        return f"{folder} is an archived run, not an incident folder"
+    if inc.closed is not None:
+        return (
+            f"incident {inc.name} is already closed (archived as {inc.closed.get('archived', '?')})"
+        )
+    return inc
+
+
+def close_from_notebook() -> None:
+    """The runbook's last cell: file this incident into the archive at the notebook's next save.
+
+    In a notebook that ``faultbook notebook`` serves (the kernel's ``FAULTBOOK_RUN_DIR`` is
+    an open incident folder that JupyterLab serves), this writes ``close-requested.json``
+    (when, a unique marker) into the folder and prints one line that holds the marker.
+    The server's post-save hook files the incident once a save of the notebook holds
+    that line: JupyterLab autosaves within a few seconds, Ctrl-S saves at once.
+
+    Anywhere else (papermill under ``faultbook run``, nbval, a closed incident, a kernel
+    no incident server started) it prints in one line why there is nothing to close and
+    does nothing. It never raises, so the runbooks stay valid under papermill and nbval.
+    """
+    # printed, not returned: a stream output is in the notebook whatever the cell does
+    # with the value, and the save hook looks for the marker in the outputs
+    print(request_close(os.environ.get(_run_dir_env())))  # noqa: T201
+
+
+def _run_dir_env() -> str:
+    from faultbook.drills.procedure import RUN_DIR_ENV
+
+    return RUN_DIR_ENV
+
+
+def request_close(run_dir: str | None) -> str:
+    """What :func:`close_from_notebook` does for the run directory RUN_DIR; returns the
+    line it prints."""
+    from faultbook.oncall import jupyter
+
+    if not run_dir:
+        return (
+            f"faultbook: no incident to close here ({_run_dir_env()} is unset: this kernel "
+            "was not started by `faultbook notebook`)"
+        )
+    found = open_incident_at(Path(run_dir))
+    if isinstance(found, str):
+        return f"faultbook: nothing to close: {found}"
+    inc = found
+    try:
+        served = jupyter.serving(inc.path)
+    except (OSError, FaultbookError):  # FAULTBOOK_HOME unusable: no server of ours found
+        served = None
+    if served is None:
+        return (
+            f"faultbook: incident {inc.name} is not served by `faultbook notebook`, so no save "
+            f"will file it; close it with: faultbook notebook --close {inc.path}"
+        )
+    marker = f"{MARKER}:{secrets.token_hex(12)}"
+    doc = {"requested_at": utcnow(), "marker": marker, "notebook": inc.notebook.name}
+    tmp = inc.path / f".{CLOSE_REQUEST}.tmp"
+    try:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(inc.path / CLOSE_REQUEST)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        return (
+            f"faultbook: cannot ask for incident {inc.name} to be filed ({exc.strerror}); "
+            f"close it with: faultbook notebook --close {inc.path}"
+        )
+    return (
+        f"Incident {inc.name} is filed into the archive at the next save of this notebook "
+        f"(autosave within {jupyter.AUTOSAVE_S} s, or Ctrl-S now). [{marker}]"
+    )
+
+
+def _outputs_text(notebook: Path) -> str:
+    """The text of every output of NOTEBOOK's code cells (streams, results, displays)."""
+    try:
+        nb = json.loads(notebook.read_text())
+    except (OSError, ValueError):
+        return ""
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    parts: list[str] = []
+    for cell in cells if isinstance(cells, list) else []:
+        outputs = cell.get("outputs") if isinstance(cell, dict) else None
+        for out in outputs if isinstance(outputs, list) else []:
+            if not isinstance(out, dict):
+                continue
+            data = out.get("data")
+            values = [out.get("text"), *(data.values() if isinstance(data, dict) else ())]
+            for v in values:
+                if isinstance(v, str):
+                    parts.append(v)
+                elif isinstance(v, list):
+                    parts.extend(x for x in v if isinstance(x, str))
+    return "\n".join(parts)
+
+
+def close_on_save(
+    saved: Path,
+    *,
+    home: Path | None = None,
+    revert: Callable[[Path], dict[str, Any] | None] | None = None,
+) -> tuple[Path | None, str]:
+    """A notebook was just saved as SAVED: close its incident when that was asked for.
+
+    Files the incident (``close``) when SAVED is an open incident's notebook, the folder
+    has a close request, and an output in the saved file holds the request's marker (the
+    executed last cell is on disk). Returns the archived folder and what happened, or
+    None and why nothing was done."""
+    found = open_incident_at(saved.parent)
+    if isinstance(found, str):
+        return None, found
+    inc = found
+    if saved.name != inc.notebook.name:
+        return None, f"{saved.name} is not the notebook of incident {inc.name}"
+    request = _read(inc.path / CLOSE_REQUEST)
+    marker = request.get("marker")
+    if not isinstance(marker, str) or not marker.startswith(MARKER):
+        return None, f"incident {inc.name}: no close request"
+    if marker not in _outputs_text(saved):
+        return None, (
+            f"incident {inc.name}: the saved notebook does not hold the close request's output yet"
+        )
+    archived = close(inc, home=home, revert=revert, how=f"notebook saved with {marker}")
+    return archived, f"closed incident {inc.name} from its notebook: archived as {archived}"
+
+
+def post_save_hook(
+    model: Mapping[str, Any] | None = None,
+    os_path: str = "",
+    contents_manager: Any = None,
+    **_: Any,
+) -> None:
+    """jupyter_server's ``FileContentsManager.post_save_hook`` of the incident servers:
+    :func:`close_on_save` for every notebook saved. Logs to the server's log and never
+    raises (an exception would turn the save into an error in JupyterLab)."""
+    logger = getattr(contents_manager, "log", None) or log
+    try:
+        if (model or {}).get("type") != "notebook" or not os_path:
+            return
+        archived, what = close_on_save(Path(os_path))
+    except FaultbookError as exc:
+        logger.warning("faultbook: %s", exc)
+        return
+    except Exception:  # the server must go on saving; the log says why
+        logger.exception(
+            "faultbook: closing the incident of %s failed; close it with "
+            "faultbook notebook --close once the server is stopped",
+            os_path,
+        )
+        return
+    if archived is not None:
+        logger.info("faultbook: %s", what)
+    else:
+        logger.debug("faultbook: %s", what)

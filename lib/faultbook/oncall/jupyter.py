@@ -12,6 +12,13 @@ the command line, where ``ps`` shows it), ``root_dir`` the incident folder and t
 notebook as the start page. Its kernels inherit ``FAULTBOOK_RUN_DIR`` (the incident
 folder: where a drill's fault journal goes) and ``FAULTBOOK_HOME``. Its log goes to
 ``$FAULTBOOK_HOME/jupyter/logs/<incident>.log``.
+
+Closing from the notebook: the server's ``FileContentsManager.post_save_hook`` is
+``oncall.incident.post_save_hook`` (on the command line, so only incident servers have
+it), which files the incident when a save holds the output of the last cell's
+``incident.close_from_notebook()``; and JupyterLab autosaves every ``AUTOSAVE_S`` seconds
+(a default-settings override under ``$FAULTBOOK_HOME/jupyter/config/labconfig/``), so
+running that cell is enough.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from faultbook.paths import faultbook_home
 KERNEL = {"name": "faultbook", "display_name": "faultbook (Python 3)", "language": "python"}
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
+AUTOSAVE_S = 5  # JupyterLab's autosave interval on incident servers (its default: 120 s)
+SAVE_HOOK = "faultbook.oncall.incident.post_save_hook"
+DOCMANAGER = "@jupyterlab/docmanager-extension:plugin"
 
 
 def jupyter_dir(home: Path | None = None) -> Path:
@@ -57,6 +67,22 @@ def install_kernel(home: Path | None = None, python: str | None = None) -> Path:
     }
     path = d / "kernel.json"
     text = json.dumps(spec, indent=2) + "\n"
+    if not path.exists() or path.read_text() != text:
+        d.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return path
+
+
+def lab_settings(home: Path | None = None) -> Path:
+    """JupyterLab's default settings for incident servers: autosave on, every AUTOSAVE_S
+    seconds. A ``default_setting_overrides`` file in the ``labconfig`` directory of
+    ``$FAULTBOOK_HOME/jupyter/config`` (JUPYTER_CONFIG_DIR), which jupyterlab_server
+    applies to the settings' defaults; a person's own settings still win. Rewritten only
+    when it changed."""
+    d = jupyter_dir(home) / "config" / "labconfig" / "default_setting_overrides.d"
+    path = d / "faultbook.json"
+    doc = {DOCMANAGER: {"autosave": True, "autosaveInterval": AUTOSAVE_S}}
+    text = json.dumps(doc, indent=2) + "\n"
     if not path.exists() or path.read_text() != text:
         d.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -84,7 +110,8 @@ def environment(folder: Path, token: str, home: Path | None = None) -> dict[str,
 
 
 def command(folder: Path, notebook: str, port: int) -> list[str]:
-    """``python -m jupyterlab`` with the flags that make it safe and root-proof."""
+    """``python -m jupyterlab`` with the flags that make it safe and root-proof, and the
+    post-save hook that closes the incident when its notebook asked for it."""
     return [
         sys.executable,
         "-m",
@@ -97,6 +124,7 @@ def command(folder: Path, notebook: str, port: int) -> list[str]:
         f"--ServerApp.root_dir={folder}",
         f"--LabApp.default_url=/lab/tree/{notebook}",
         f"--MappingKernelManager.default_kernel_name={KERNEL['name']}",
+        f"--FileContentsManager.post_save_hook={SAVE_HOOK}",
     ]
 
 
@@ -214,6 +242,7 @@ def start(
     """Start JupyterLab on FOLDER (not waiting for it: ``wait_ready``)."""
     home = home or faultbook_home(create=True)
     install_kernel(home)
+    lab_settings(home)
     token = token or secrets.token_urlsafe(32)
     logs = jupyter_dir(home) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
