@@ -86,7 +86,8 @@ integration: setup
 	$(FB) alerts stop
 	$(PYTEST) -q -m integration tests/integration/test_stack.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
-	  tests/integration/test_webtier.py tests/integration/test_drills.py \
+	  tests/integration/test_webtier.py tests/integration/test_incidents.py \
+	  tests/integration/test_oncall_browser.py tests/integration/test_drills.py \
 	  tests/integration/test_detection.py \
 	  tests/integration/test_rollback.py tests/integration/test_restore.py \
 	  tests/integration/test_alerts.py

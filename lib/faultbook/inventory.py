@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -147,9 +148,29 @@ def load(inventory: str | os.PathLike[str] | None = None) -> Inventory:
         return _load(path, warnings)
 
 
+def _import_display() -> None:
+    """Import Ansible's Display with the process's own stdout and stderr in place.
+
+    Its singleton is made on import and patches ``sys.stdout``/``sys.stderr`` for
+    fork-safety. In a Jupyter kernel those are ipykernel's streams, which it cannot
+    patch: it printed two warnings into the first cell that loads an inventory. The
+    real streams (``sys.__stdout__``) take the patch instead; the kernel's are untouched.
+    """
+    if "ansible.utils.display" in sys.modules:
+        return
+    out, err = sys.stdout, sys.stderr
+    try:
+        sys.stdout = sys.__stdout__ or out
+        sys.stderr = sys.__stderr__ or err
+        import ansible.utils.display  # noqa: F401
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
 @contextlib.contextmanager
 def _ansible_warnings() -> Iterator[list[str]]:
     """Collect Ansible's warnings instead of printing them; log them at debug level."""
+    _import_display()
     from ansible.utils.display import Display
 
     display = Display()  # a process-wide singleton

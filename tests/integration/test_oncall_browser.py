@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labdriver import Session, chromium, served
 
 from faultbook import inventory as inv_mod
 from faultbook import ssh
@@ -29,8 +30,6 @@ from faultbook.drills import procedure
 from faultbook.lab.lab import Lab
 from faultbook.paths import faultbook_home
 from faultbook.stack import haproxy
-
-from .jupyterlab import Session, chromium, served
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +79,7 @@ def run_in_browser(
     with served(runbook, params) as s, chromium() as page:
         session = Session(page, name)
         session.open(s.url)
-        session.run_all(type_the_host)
+        session.run_all(s.folder / f"{runbook}.ipynb", type_the_host)
         session.shot("done")
         text = session.text()
         doc = archived(s.folder)

@@ -73,15 +73,27 @@ def install_kernel(home: Path | None = None, python: str | None = None) -> Path:
     return path
 
 
+NOTIFICATIONS = "@jupyterlab/apputils-extension:notification"
+NOTEBOOK = "@jupyterlab/notebook-extension:tracker"
+
+
 def lab_settings(home: Path | None = None) -> Path:
     """JupyterLab's default settings for incident servers: autosave on, every AUTOSAVE_S
-    seconds. A ``default_setting_overrides`` file in the ``labconfig`` directory of
-    ``$FAULTBOOK_HOME/jupyter/config`` (JUPYTER_CONFIG_DIR), which jupyterlab_server
+    seconds; no news, no update check. A ``default_setting_overrides`` file in the
+    ``labconfig`` directory of ``$FAULTBOOK_HOME/jupyter/config`` (JUPYTER_CONFIG_DIR),
+    which jupyterlab_server
     applies to the settings' defaults; a person's own settings still win. Rewritten only
     when it changed."""
     d = jupyter_dir(home) / "config" / "labconfig" / "default_setting_overrides.d"
     path = d / "faultbook.json"
-    doc = {DOCMANAGER: {"autosave": True, "autosaveInterval": AUTOSAVE_S}}
+    doc = {
+        DOCMANAGER: {"autosave": True, "autosaveInterval": AUTOSAVE_S},
+        # no news feed and no update check: nothing to ask the engineer about
+        NOTIFICATIONS: {"fetchNews": "false", "checkForUpdates": False},
+        # every cell in the page, rendered as it comes: a runbook is a few dozen cells,
+        # and find (Ctrl-F) and the browser test see the whole notebook
+        NOTEBOOK: {"windowingMode": "none"},
+    }
     text = json.dumps(doc, indent=2) + "\n"
     if not path.exists() or path.read_text() != text:
         d.mkdir(parents=True, exist_ok=True)
@@ -125,6 +137,10 @@ def command(folder: Path, notebook: str, port: int) -> list[str]:
         f"--LabApp.default_url=/lab/tree/{notebook}",
         f"--MappingKernelManager.default_kernel_name={KERNEL['name']}",
         f"--FileContentsManager.post_save_hook={SAVE_HOOK}",
+        # The controller may only talk to loopback and the lab: no news feed, no update
+        # check (and no pop-up asking for either in the engineer's way).
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
 
 

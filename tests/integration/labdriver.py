@@ -9,6 +9,7 @@ confirmation boxes the runbook puts up, and saving a screenshot after each step.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -136,18 +137,29 @@ class Session:
             )
         )
 
-    def run_all(self, answer: Callable[[str], str], timeout_s: float = 600.0) -> None:
-        """Shift+Enter on every cell in turn; each code cell must finish before the next.
-        A confirmation box gets ANSWER(prompt). A cell with an error fails the run."""
-        for i in range(self.cells()):
+    def run_all(
+        self, notebook: Path, answer: Callable[[str], str], timeout_s: float = 600.0
+    ) -> None:
+        """Shift+Enter on every cell of NOTEBOOK (the file, for the count) in turn; each
+        code cell must finish before the next. A confirmation box gets ANSWER(prompt). A
+        cell with an error fails the run."""
+        count = len(json.loads(notebook.read_text())["cells"])
+        self.page.wait_for_function(
+            f"() => document.querySelectorAll('.jp-Notebook .jp-Cell').length >= {count}",
+            timeout=30_000,
+        )
+        for i in range(count):
             cell = self.page.locator(".jp-Notebook .jp-Cell").nth(i)
             cell.scroll_into_view_if_needed()
             code = "jp-CodeCell" in (cell.get_attribute("class") or "")
+            # select this very cell (after a confirmation the focus is elsewhere), in
+            # command mode, then run it and advance
+            cell.locator(".jp-InputPrompt").first.click()
+            self.page.keyboard.press("Escape")
             self.page.keyboard.press("Shift+Enter")
             if not code:
                 continue
             deadline = time.monotonic() + timeout_s
-            started = time.monotonic()
             while True:
                 box = self.page.locator(".jp-Stdin-input")
                 if box.count() and box.first.is_visible():
@@ -155,9 +167,10 @@ class Session:
                     reply = answer(prompt)
                     self.answers.append((prompt, reply))
                     self.shot(f"cell {i} asks")
-                    box.first.fill(reply)
-                    box.first.press("Enter")
-                    time.sleep(0.5)
+                    handle = box.first.element_handle()
+                    handle.fill(reply)
+                    handle.press("Enter")
+                    handle.wait_for_element_state("hidden", timeout=15_000)  # the answer is in
                     continue
                 prompt_text = cell.locator(".jp-InputPrompt").inner_text()
                 if re.search(r"\[\d+\]", prompt_text) and not self._running():
@@ -165,12 +178,6 @@ class Session:
                 if time.monotonic() > deadline:
                     self.shot(f"cell {i} timeout")
                     raise CellFailed(f"{self.name}: cell {i} still running after {timeout_s:g}s")
-                if time.monotonic() - started > 5 and not self._running() and "[ ]" in prompt_text:
-                    # the key press went nowhere (focus lost): run this cell again
-                    cell.click()
-                    self.page.keyboard.press("Escape")
-                    self.page.keyboard.press("Shift+Enter")
-                    started = time.monotonic()
                 time.sleep(0.3)
             error = cell.locator('[data-mime-type="application/vnd.jupyter.error"]')
             if error.count():
