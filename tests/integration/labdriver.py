@@ -103,6 +103,8 @@ class Session:
         self.shots = 0
         self.answers: list[tuple[str, str]] = []
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for old in ARTIFACTS.glob(f"{name}-[0-9][0-9]-*.png"):  # a previous run's
+            old.unlink()
 
     def shot(self, what: str) -> Path:
         self.shots += 1
