@@ -152,6 +152,9 @@ class Recovery:
     def confirm(self, actions: Callable[[Node], str]) -> pd.DataFrame:
         """Ask once per node, naming everything ACTIONS(node) says will be done to it."""
         powers = can_power_on(self.p.inv)
+        for n in self.nodes:  # what the person is asked about, before the first question
+            said = "answers over SSH" if n.answered else f"does NOT answer over SSH: {n.next}"
+            sys.stdout.write(f"{n.host}: {said}\n")
         for n in self.nodes:
             n.plan = actions(n)
             if not n.answered:
