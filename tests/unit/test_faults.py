@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from faultbook import inventory as inv_mod
-from faultbook.drills import faults
+from faultbook import ssh
+from faultbook.drills import faults, steps
 from faultbook.errors import InventoryError, ParameterError, UsageError
 from faultbook.paths import LAB_INVENTORY
 
@@ -39,9 +41,14 @@ def test_catalogue_has_every_kind() -> None:
         "process-freeze",
         "partition",
         "delay-loss",
+        "disk-full",
+        "clock-skew",
     }
     needs_lab = {r["fault"] for r in faults.catalogue_table() if r["needs_lab"]}
     assert needs_lab == {"host-crash"}
+    what = {r["fault"]: r["what"] for r in faults.catalogue_table()}
+    assert what["disk-full"].startswith("Fill the filesystem holding a path")
+    assert what["clock-skew"].startswith("Step a host's clock")
 
 
 def test_unknown_kind_names_the_choices(lab: inv_mod.Inventory) -> None:
@@ -55,8 +62,9 @@ def test_unknown_host_is_an_inventory_error(lab: inv_mod.Inventory) -> None:
 
 
 def test_host_crash_needs_the_lab(real: inv_mod.Inventory) -> None:
-    with pytest.raises(UsageError, match="needs the lab"):
+    with pytest.raises(UsageError, match="needs the lab") as err:
         faults.make("host-crash", real, "app1")
+    assert str(err.value).endswith("partition, delay-loss, disk-full, clock-skew")
 
 
 def test_unit_name_is_required_and_checked(lab: inv_mod.Inventory) -> None:
@@ -105,6 +113,9 @@ def test_partition_ruleset_keeps_only_controller_ssh() -> None:
         ("process-freeze", {"unit": "ledger.service"}),
         ("partition", {}),
         ("delay-loss", {"delay_ms": 50, "loss_pct": 5, "interface": "eth1"}),
+        ("disk-full", {}),
+        ("disk-full", {"path": "/srv", "leave_mib": 64, "max_gib": 2, "max_s": 120}),
+        ("clock-skew", {"unit": "ledger.service", "offset_s": -200}),
     ],
 )
 def test_a_fault_rebuilds_from_its_spec(
@@ -122,3 +133,75 @@ def test_lab_side_faults(lab: inv_mod.Inventory, real: inv_mod.Inventory) -> Non
     assert faults.make("delay-loss", lab, "web1").lab_side
     assert not faults.make("partition", real, "app1").lab_side  # an nftables table + timer
     assert not faults.make("service-stop", lab, "web1", unit="ledger.service").lab_side
+    assert not faults.make("disk-full", lab, "web1").lab_side  # a timer on the host
+    assert not faults.make("clock-skew", lab, "web1", unit="ledger.service").lab_side
+
+
+class _PoweredOff:
+    """The lab as a fault sees it, with its host's machine not running."""
+
+    def pid(self, host: str) -> None:
+        return None
+
+
+class _Running:
+    def pid(self, host: str) -> int:
+        return 4242
+
+
+def test_a_freeze_ends_with_a_lab_host_fenced_while_frozen(
+    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """db-failover fences a frozen primary (the lab powers it off): its revert, before
+    the rejoin boots it, has nothing to resume and must not try SSH."""
+    f = faults.make("process-freeze", lab, "db1", unit="postgresql@15-main.service")
+    calls: list[str] = []
+
+    def run(inv: object, host: object, command: str, **kw: object) -> ssh.CommandResult:
+        calls.append(command)
+        return ssh.CommandResult("db1", 0, "0\n", "")
+
+    monkeypatch.setattr(ssh, "run", run)
+    monkeypatch.setattr(faults.Fault, "_lab", lambda self: _PoweredOff())
+    f.injected_at = faults._now()
+    assert not f.in_effect()
+    f.revert()
+    assert f.reverted_at is not None and calls == []
+    assert f.rollback() == (
+        "already reverted",
+        "process-freeze of postgresql@15-main.service on db1: db1 is powered off: no "
+        "process of postgresql@15-main.service is left",
+    )
+    assert calls == []
+    monkeypatch.setattr(faults.Fault, "_lab", lambda self: _Running())
+    g = faults.make("process-freeze", lab, "db1", unit="postgresql@15-main.service")
+    g.injected_at = faults._now()
+    g.revert()
+    (cmd,) = calls
+    assert cmd.endswith("systemctl kill --signal=SIGCONT postgresql@15-main.service")
+
+
+@pytest.mark.parametrize(
+    ("runbook", "kind"),
+    [(r, k) for r, spec in steps.DRILLS.items() for k in spec.faults],
+)
+def test_every_fault_a_drill_offers_builds_for_its_target(
+    lab: inv_mod.Inventory, runbook: str, kind: str
+) -> None:
+    """steps.fault hands a unit fault the runbook's unit and the others nothing."""
+    spec = steps.DRILLS[runbook]
+    host = lab.group(spec.group)[0].name
+    f = steps.fault(SimpleNamespace(runbook=runbook, inv=lab), kind, host)  # type: ignore[arg-type]
+    assert f.kind == kind and f.target == host
+    if isinstance(f, faults.ProcessFreeze):
+        assert f.unit == spec.unit
+
+
+def test_the_drills_that_take_the_new_faults() -> None:
+    assert steps.DRILLS["db-failover"].unit == "postgresql@15-main.service"
+    assert "process-freeze" in steps.DRILLS["db-failover"].faults
+    assert "partition" in steps.DRILLS["web-node-failure"].faults
+    assert {"process-freeze", "partition"} <= set(steps.DRILLS["lb-failover"].faults)
+    # Not a failover: a full disk, a skewed clock or a slow link leave the target answering.
+    for spec in steps.DRILLS.values():
+        assert not {"disk-full", "clock-skew", "delay-loss"} & set(spec.faults)

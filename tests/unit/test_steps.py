@@ -52,7 +52,7 @@ def test_begin_records_the_declared_parameters_but_not_result_dir() -> None:
     ("over", "error", "match"),
     [
         ({"mode": "drll"}, ParameterError, "mode must be one of incident, drill"),
-        ({"fault": "partition"}, ParameterError, "partition"),
+        ({"fault": "delay-loss"}, ParameterError, "delay-loss"),
         ({"target": "db1"}, InventoryError, "db1 is not in group web"),
         ({"target": "web9"}, InventoryError, "unknown host 'web9'"),
         ({"load_rps": float("nan")}, ParameterError, "load_rps"),

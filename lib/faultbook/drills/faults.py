@@ -9,14 +9,17 @@
 | partition       | lab: cut the host's link; real hosts: an nftables table  | no            |
 |                 | dropping everything but the controller's SSH session     |               |
 | delay-loss      | lab: userspace netem on the host's link; real hosts: tc  | no            |
+| disk-full       | fill a data filesystem to leave_mib (``hostfaults``)     | no            |
+| clock-skew      | step a host's clock, or one unit's (``hostfaults``)      | no            |
 
-service-stop and process-freeze (everywhere), and partition and delay-loss on
-real hosts, arm a transient systemd timer on the target that reverts them by
-itself after ``max_s`` seconds, so a drill that dies half-way never leaves a
-host stopped, partitioned or frozen for good. service-kill needs none (systemd
-restarts the unit or it stays dead); lab link faults are reverted by
-``faultbook lab heal|boot`` (and ``lab down``), and, for a drill, by the
-journal's rollback and watchdog (``drills.journal``, ``drills.watchdog``).
+service-stop, process-freeze, disk-full and clock-skew (everywhere), and
+partition and delay-loss on real hosts, arm a transient systemd timer on the
+target that reverts them by itself after ``max_s`` seconds, so a drill that
+dies half-way never leaves a host stopped, partitioned, frozen, full or skewed
+for good. service-kill needs none (systemd restarts the unit or it stays dead);
+lab link faults are reverted by ``faultbook lab heal|boot`` (and ``lab down``),
+and, for a drill, by the journal's rollback and watchdog (``drills.journal``,
+``drills.watchdog``).
 
 Every fault can be rebuilt from what a journal records (``kind``, ``target``,
 ``spec()``, the inventory's path): ``make(kind, inv, target, **spec)``, so
@@ -71,8 +74,8 @@ class Fault:
         if self.needs_lab and not self.inv.is_lab:
             raise UsageError(
                 f"fault {self.kind!r} needs the lab (it acts on the machine, not over SSH); "
-                f"inventory {self.inv.name!r} is not the lab — use service-kill, "
-                "service-stop, process-freeze, partition or delay-loss"
+                f"inventory {self.inv.name!r} is not the lab — use "
+                + ", ".join(k for k, c in CATALOGUE.items() if not c.needs_lab)
             )
         if not 0 < self.max_s <= 3600:
             raise ParameterError(f"fault max_s must be in (0, 3600] seconds, got {self.max_s!r}")
@@ -194,6 +197,10 @@ class Fault:
     def _disarm_revert(self, name: str) -> str:
         unit = f"faultbook-revert-{name}"
         return f"systemctl stop {unit}.timer >/dev/null 2>&1 || true"
+
+    def _powered_off(self) -> bool:
+        """A lab host whose machine is not running (a power-off ended all its processes)."""
+        return self.inv.is_lab and self._lab().pid(self.target) is None
 
 
 # Services a rollback does not start again after a boot: transient or per-login units.
@@ -348,9 +355,14 @@ class ProcessFreeze(_UnitFault):
         )
 
     def _revert(self) -> None:
+        # A lab host fenced (powered off) while frozen has no process left to resume.
+        if self._powered_off():
+            return
         self._ssh(f"{self._disarm_revert('freeze')}; systemctl kill --signal=SIGCONT {self.unit}")
 
     def in_effect(self) -> bool:
+        if self._powered_off():
+            return False
         # A process of the unit in state T (stopped): /proc/PID/stat's field after "(comm)".
         # The unit's cgroup: unified (cgroup v2), or the v1/hybrid layouts' hierarchies.
         probe = (
@@ -364,9 +376,12 @@ class ProcessFreeze(_UnitFault):
         return int(self._ssh(probe).strip() or 0) > 0
 
     def _settle(self) -> None:
-        self._ssh(self._disarm_revert("freeze"))
+        if not self._powered_off():
+            self._ssh(self._disarm_revert("freeze"))
 
     def _clear_state(self) -> str:
+        if self._powered_off():
+            return f"{self.target} is powered off: no process of {self.unit} is left"
         return f"no process of {self.unit} is stopped"
 
     def _reverted_state(self) -> str:
@@ -521,6 +536,12 @@ CATALOGUE: dict[str, type[Fault]] = {
 }
 
 
+def register(cls: type[Fault]) -> type[Fault]:
+    """Add a fault class defined in another module (``drills.hostfaults``) to CATALOGUE."""
+    CATALOGUE[cls.kind] = cls
+    return cls
+
+
 def make(kind: str, inv: Inventory, target: str, **options: Any) -> Fault:
     """Build a fault from the catalogue; bad kind, host or option is a one-line UsageError."""
     cls = CATALOGUE.get(kind)
@@ -545,3 +566,8 @@ def catalogue_table() -> list[dict[str, Any]]:
         {"fault": k, "needs_lab": c.needs_lab, "what": (c.__doc__ or "").strip().splitlines()[0]}
         for k, c in CATALOGUE.items()
     ]
+
+
+# disk-full and clock-skew (a host's own disk and clock) register themselves here; a
+# module of their own keeps this one small. Imported last: they subclass Fault.
+from faultbook.drills import hostfaults as _hostfaults  # noqa: E402,F401

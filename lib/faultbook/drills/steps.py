@@ -41,17 +41,23 @@ class DrillSpec:
     prom_title: str = ""
 
 
+# The faults each drill accepts: those that make its target lost to its detection (the
+# primary silent on its port, a web node marked down by HAProxy, the VIP moving). A
+# frozen primary is fenced (powered off in the lab) and its freeze ends with it. delay-loss,
+# disk-full and clock-skew do not make a target lost (a slow or full primary still answers):
+# they belong to a drill that injects, holds, reverts and observes (docs/drills.md#game-day).
 DRILLS: dict[str, DrillSpec] = {
     "db-failover": DrillSpec(
         ("incident", "drill", "switchover"),
-        ("host-crash", "partition"),
+        ("host-crash", "partition", "process-freeze"),
         "db",
+        unit="postgresql@15-main.service",
         promql='pg_replication_is_replica{job="postgres"}',
         prom_title="pg_replication_is_replica (0 = primary)",
     ),
     "web-node-failure": DrillSpec(
         MODES,
-        ("service-kill", "service-stop", "process-freeze", "host-crash"),
+        ("service-kill", "service-stop", "process-freeze", "host-crash", "partition"),
         "web",
         unit="ledger.service",
         promql='haproxy_server_status{job="haproxy",proxy="web",state="UP"}',
@@ -59,7 +65,7 @@ DRILLS: dict[str, DrillSpec] = {
     ),
     "lb-failover": DrillSpec(
         MODES,
-        ("host-crash", "service-stop"),
+        ("host-crash", "service-stop", "process-freeze", "partition"),
         "lb",
         unit="keepalived.service",
         promql='probe_success{job="blackbox_https"}',

@@ -176,6 +176,17 @@ class Lab:
         h = self.inv.host(host)
         d = self.dirs(host)
         machine.mount(d, image_root)
+        binds: tuple[tuple[Path, str], ...] = ()
+        data = machine.data_fs_for(h.groups)
+        if data is not None:
+            guest, size_mib = data
+            try:
+                if machine.mount_data(d, image_root, guest, size_mib):
+                    binds = ((d.data, guest),)
+            except LabError as exc:
+                if d.data_image.exists():
+                    raise  # its data lives there: never boot it without
+                log.warning("lab: %s boots without a data disk (%s)", host, exc)
         machine.personalise(
             d,
             h.name,
@@ -185,7 +196,7 @@ class Lab:
             (self.ssh_dir / "id_ed25519.pub").read_text(),
             self.user,
         )
-        machine.start(h.name, d, self.bridge)
+        machine.start(h.name, d, self.bridge, binds)
         log.info("lab: booting %s (%s)", h.name, h.address)
 
     def wait_ready(self, hosts: list[str], timeout: float) -> None:
@@ -272,21 +283,33 @@ class Lab:
             until(lambda: not ours & set(net.veths()), 5)
             for veth in ours & set(net.veths()):
                 net.delete_link(veth)
+            busy: list[str] = []
             for host in self.inv.hosts:
                 if host in left:
                     continue  # never unmount or delete the disk under a live process
                 d = self.dirs(host)
                 machine.unmount(d)
                 machine.remove_cgroups(host)
+                if not machine.unmount_data(d):
+                    busy.append(host)  # rmtree would empty the mounted disk, then fail
+                    continue
                 if not keep_disks and d.base.exists():
                     shutil.rmtree(d.base)
+            problems = []
             if left:
-                raise LabError(
-                    "lab down: processes still run after SIGKILL: "
+                problems.append(
+                    "processes still run after SIGKILL: "
                     + "; ".join(
                         f"{h} (pids {', '.join(map(str, sorted(p)))})" for h, p in left.items()
                     )
                 )
+            if busy:
+                problems.append(
+                    f"the data disk of {', '.join(busy)} stays mounted (its files are kept): "
+                    f"umount {self.dir / 'hosts'}/HOST/data"
+                )
+            if problems:
+                raise LabError("lab down: " + "; ".join(problems))
             net.bridge_down(self.bridge)
 
     # -------------------------------------------------------------- primitives

@@ -3,6 +3,13 @@
 A host is a systemd-nspawn machine booted with systemd as PID 1 on an
 overlayfs root: the shared image below, the host's own upper directory
 above. The upper directory is the host's disk; it survives a crash.
+
+db, backup and mon hosts also get a data disk (``DATA_FS``): a sparse ext4
+image file in the host's directory, loop-mounted on the controller and bound
+into the machine at the path the tier keeps its data under. Its free space is
+bounded, so a disk-full drill (``drills.hostfaults``) fills that filesystem and
+not the controller's disk that every overlay lives on. Like the upper
+directory it survives a crash (it stays mounted on the controller).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +32,16 @@ from faultbook.poll import until
 log = logging.getLogger(__name__)
 
 NETWORK_FILE = "etc/systemd/network/10-faultbook-host0.network"
+# The data disk of each group's hosts: where it is bound in the host, its size in MiB.
+# Sparse: the controller's disk pays only for what is written (a disk-full drill's
+# fallocate'd file writes nothing), and sized for make bench's 1 GiB seed database,
+# its WAL and replication slots (up to 2 GB), two full backups and Prometheus' 2 GB.
+DATA_FS: dict[str, tuple[str, int]] = {
+    "db": ("/var/lib/postgresql", 8192),
+    "backup": ("/var/lib/pgbackrest", 12288),
+    "mon": ("/var/lib/prometheus", 4096),
+}
+DATA_LABEL = "faultbook-data"
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,15 @@ class HostDirs:
     @property
     def log(self) -> Path:
         return self.base / "console.log"
+
+    @property
+    def data_image(self) -> Path:
+        return self.base / "data.ext4"
+
+    @property
+    def data(self) -> Path:
+        """Where the data disk is mounted on the controller (bound into the host)."""
+        return self.base / "data"
 
 
 def is_mounted(path: Path) -> bool:
@@ -79,6 +106,76 @@ def unmount(dirs: HostDirs) -> None:
             continue
         time.sleep(0.2)
     subprocess.run(["umount", "-l", str(dirs.root)], capture_output=True)
+
+
+def data_fs_for(groups: tuple[str, ...] | list[str]) -> tuple[str, int] | None:
+    """(path in the host, MiB) of the data disk a host of GROUPS gets, or None."""
+    return next((v for g, v in DATA_FS.items() if g in groups), None)
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise LabError(f"cannot {what}: {cmd[0]}: {exc.strerror}") from None
+    if proc.returncode != 0:
+        raise LabError(f"cannot {what}: {(proc.stderr or proc.stdout).strip()[:300]}")
+
+
+def mount_data(dirs: HostDirs, image_root: Path, guest: str, size_mib: int) -> bool:
+    """Mount the host's data disk at ``dirs.data``, making it on first use; True when mounted.
+
+    A new disk is a sparse ext4 image holding what the image has at GUEST (``mkfs -d``),
+    its root owned like that directory. A host whose overlay already holds data at GUEST
+    (booted before data disks existed) keeps it there: False, nothing made. LabError when
+    the disk cannot be made (nothing is left behind) or an existing one cannot be mounted.
+    """
+    if is_mounted(dirs.data):
+        return True
+    rel = guest.strip("/")
+    fresh = not dirs.data_image.exists()
+    if fresh:
+        on_overlay = dirs.upper / rel
+        if on_overlay.is_dir() and any(on_overlay.iterdir()):
+            log.warning(
+                "lab: %s keeps its data on its overlay disk (made before data disks); "
+                "`faultbook lab down` and `lab up` give it a bounded one",
+                guest,
+            )
+            return False
+        dirs.base.mkdir(parents=True, exist_ok=True)
+        src = image_root / rel
+        tmp = dirs.data_image.with_name(dirs.data_image.name + ".new")
+        try:
+            with open(tmp, "wb") as f:
+                f.truncate(size_mib << 20)
+            cmd = ["mkfs.ext4", "-q", "-F", "-L", DATA_LABEL, "-E", "nodiscard"]
+            _run(cmd + (["-d", str(src)] if src.is_dir() else []) + [str(tmp)], "make a data disk")
+            tmp.rename(dirs.data_image)
+        finally:
+            tmp.unlink(missing_ok=True)
+    dirs.data.mkdir(parents=True, exist_ok=True)
+    try:
+        _run(["mount", "-o", "loop", str(dirs.data_image), str(dirs.data)], "mount the data disk")
+    except LabError:
+        if fresh:
+            dirs.data_image.unlink()  # nothing is on it yet: the host boots without one
+        raise
+    if fresh and (image_root / rel).is_dir():
+        st = (image_root / rel).stat()
+        os.chown(dirs.data, st.st_uid, st.st_gid)
+        dirs.data.chmod(stat.S_IMODE(st.st_mode))
+    return True
+
+
+def unmount_data(dirs: HostDirs) -> bool:
+    """Unmount the data disk (its loop device goes with it); True when it is not mounted."""
+    for _ in range(20):
+        if not is_mounted(dirs.data):
+            return True
+        if subprocess.run(["umount", str(dirs.data)], capture_output=True).returncode != 0:
+            time.sleep(0.2)
+    return not is_mounted(dirs.data)
 
 
 def _write(path: Path, text: str, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
@@ -230,8 +327,11 @@ def remove_cgroups(name: str) -> None:
             top.parent.rmdir()  # the shared parent, once the last host is gone
 
 
-def start(name: str, dirs: HostDirs, bridge: str) -> int:
-    """Boot the host; return the nspawn PID. The caller waits for SSH."""
+def start(name: str, dirs: HostDirs, bridge: str, binds: tuple[tuple[Path, str], ...] = ()) -> int:
+    """Boot the host; return the nspawn PID. The caller waits for SSH.
+
+    ``binds``: (directory on the controller, path in the host), e.g. its data disk.
+    """
     cgroups = cgroup_dirs(name)
     for cg in cgroups:
         cg.mkdir(parents=True, exist_ok=True)
@@ -249,6 +349,7 @@ def start(name: str, dirs: HostDirs, bridge: str) -> int:
         "--timezone=off",
         "--link-journal=no",
         "--console=passive",
+        *(f"--bind={src}:{dst}" for src, dst in binds),
     ]
     # Detach: nspawn must not be a child of this (possibly long-lived) process, or a
     # crashed host would linger as a zombie until we exit. The shell joins the host's
