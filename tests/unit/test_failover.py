@@ -114,7 +114,9 @@ def script_host(monkeypatch: pytest.MonkeyPatch, answers: dict) -> list:
         assert sudo, "the failover script runs as root"
         calls.append((host, cmd))
         sub = cmd.split()[1] if len(cmd.split()) > 1 else ""
-        default = (0, "result=holding\n") if sub == "hold" else answers.get(host)
+        default = {"hold": (0, "result=holding\n"), "release": (0, "result=released\n")}.get(
+            sub, answers.get(host)
+        )
         rc, out = answers.get((host, sub), default)
         return ssh.CommandResult(host, rc, out, "")
 
@@ -185,15 +187,19 @@ def test_fast_switchover_promotes_at_the_shutdown_checkpoint(
         },
     )
     done = failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2", catch_up_s=7)  # type: ignore[arg-type]
-    assert calls[:2] == [
+    # Before the pause every standby holds (the candidate and the one that will follow it).
+    assert set(calls[:2]) == {
         ("db2", f"{failover.FAILOVER_SCRIPT} hold"),
-        ("db1", f"{failover.FAILOVER_SCRIPT} demote"),
-    ]
+        ("db3", f"{failover.FAILOVER_SCRIPT} hold"),
+    }
+    assert calls[2] == ("db1", f"{failover.FAILOVER_SCRIPT} demote")
     # Then, at once: the candidate promotes while the other standby follows it.
-    assert set(calls[2:]) == {
+    assert set(calls[3:5]) == {
         ("db2", f"{failover.FAILOVER_SCRIPT} promote 0/6000028 7"),
         ("db3", f"{failover.FAILOVER_SCRIPT} follow db2"),
     }
+    # After the pause the follower's hold ends (the candidate's ended with its promote).
+    assert calls[5:] == [("db3", f"{failover.FAILOVER_SCRIPT} release")]
     assert done.demoted and done.demoted["checkpoint_lsn"] == "0/6000028"
     assert "script 120 ms: wait 1, slots 20, promote 90" in str(done)
 
@@ -210,7 +216,8 @@ def test_fast_switchover_without_a_checkpoint_stops_before_promoting(
     )
     with pytest.raises(failover.StackError, match="is not an LSN.*left as found"):
         failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
-    assert [h for h, _ in calls] == ["db2", "db1"], "nothing is promoted without the checkpoint"
+    assert sorted(h for h, _ in calls[:2]) == ["db2", "db3"]  # both standbys held
+    assert [h for h, _ in calls[2:]] == ["db1"], "nothing is promoted without the checkpoint"
 
 
 DEMOTED = (0, "result=demoted host=db1 checkpoint_lsn=0/6000028\n")

@@ -324,7 +324,9 @@ def fast_promote(inv: Inventory, cand: Candidate, old: str) -> FastPromotion:
 
 def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) -> FastPromotion:
     """A planned switchover. Before the pause NEW is told to expect its promotion
-    (``hold``: slots for the others, restore_command out of the way). In the pause:
+    (``hold``: slots for the others, restore_command out of the way, and the
+    timeline history files the promotion will look up asked of the archive now,
+    not in the pause). In the pause:
     OLD checkpoints and stops cleanly (its WAL senders send everything up to the
     shutdown checkpoint); then, at once, NEW waits until it has flushed that
     checkpoint (CATCH_UP_S at most, else it refuses) and promotes, while the other
@@ -333,9 +335,15 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
     before it is raised."""
     import time
 
+    from concurrent.futures import ThreadPoolExecutor
+
     inv.member(old, "db")
     inv.member(new, "db")
-    run_script(inv, new, "hold")  # its restore_command will not hold up the promotion
+    standbys = [new, *(h.name for h in inv.group("db") if h.name not in (old, new))]
+    # Every standby's restore_command stays out of the archive during the pause: the
+    # candidate's promotion and the others' switch to its timeline need no round trip.
+    with ThreadPoolExecutor(max_workers=len(standbys), thread_name_prefix="hold") as ex:
+        list(ex.map(lambda h: run_script(inv, h, "hold"), standbys))
     started = time.monotonic()
     try:
         demoted = run_script(inv, old, "demote", timeout=60.0)
@@ -344,6 +352,11 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
         undo = undo_switchover(inv, old, new, refused=isinstance(exc, PromotionRefused))
         raise StackError(f"switchover {old} -> {new} failed: {exc}; {undo}") from None
     took = time.monotonic() - started
+    for h in standbys[1:]:  # the hold ends now, not when it expires (best effort)
+        try:
+            run_script(inv, h, "release")
+        except FaultbookError as exc:
+            log.warning("%s: could not end the hold (it expires by itself): %s", h, exc)
     return FastPromotion(new, fields["result"], took, followers, demoted, fields)
 
 
