@@ -188,3 +188,21 @@ def test_bad_run_dirs_are_one_line_and_write_nothing(
 def test_postmortem_needs_a_run_dir() -> None:
     code, text = invoke("postmortem")
     assert code == 2 and "Missing argument 'RUN_DIR...'" in text
+
+
+def test_a_confirmation_reads_as_words() -> None:
+    from faultbook.oncall.postmortem import _confirmation
+
+    c = {
+        "what": "drain web2 on every lb",
+        "host": "web2",
+        "granted": False,
+        "answer": "web3",
+        "by": "alice",
+        "at": "2026-12-07T03:15:02.000Z",
+    }
+    assert _confirmation(c) == (
+        "confirmation: drain web2 on every lb on web2: refused by alice (typed 'web3')"
+    )
+    c.update(granted=True, answer="confirm=True", by="parameter confirm=True")
+    assert _confirmation(c).endswith("confirmed by parameter confirm=True")

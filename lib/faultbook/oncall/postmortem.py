@@ -166,6 +166,16 @@ def _confirmation_time(c: Mapping[str, Any]) -> datetime | None:
     return None
 
 
+def _confirmation(c: Mapping[str, Any]) -> str:
+    """A confirmation as the record has it: ``drills.confirm``'s fields in words, anything
+    else (an older or foreign record) as its JSON."""
+    if {"what", "host", "granted", "by"} <= set(c):
+        verb = "confirmed" if c["granted"] else "refused"
+        typed = "" if c.get("answer") in (None, "confirm=True") else f" (typed {c['answer']!r})"
+        return f"confirmation: {c['what']} on {c['host']}: {verb} by {c['by']}{typed}"
+    return f"confirmation: {json.dumps(c, default=str, sort_keys=True)}"
+
+
 def run_events(r: Record) -> list[Event]:
     d, src = r.doc, r.name
     ev: list[Event] = []
@@ -188,7 +198,7 @@ def run_events(r: Record) -> list[Event]:
         detail = f": {s['detail']}" if s.get("detail") else ""
         add(s.get("finished_at") or s.get("started_at"), f"step {s['name']} {s['status']}{detail}")
     for c in d.get("confirmations") or []:
-        add(_confirmation_time(c), f"confirmation: {json.dumps(c, default=str, sort_keys=True)}")
+        add(_confirmation_time(c), _confirmation(c))
     for f in (d.get("rollback") or {}).get("faults") or []:
         add(f.get("at"), f"rollback: {f.get('kind')} on {f.get('target')}: {f.get('outcome')}")
     add(d.get("recovered_at"), "recovered")
