@@ -12,7 +12,7 @@ import xmlschema
 from defusedxml import ElementTree as SafeET
 from fakeruns import fake_result
 
-from faultbook.errors import ResultError
+from faultbook.errors import ResultError, UsageError
 from faultbook.suites import junit
 from faultbook.suites.model import Entry
 
@@ -94,3 +94,28 @@ def test_an_unusable_path_or_item_is_one_line(tmp_path: Path) -> None:
         junit.write([tmp_path / "nothing"], tmp_path / "x.xml")
     with pytest.raises(ResultError, match="cannot make a JUnit test case from int"):
         junit.write([3], tmp_path / "x.xml")
+
+
+def test_a_run_is_one_case_named_after_its_drill(tmp_path: Path) -> None:
+    doc = fake_result(tmp_path / "r", "db-failover", verdict="fail")
+    outcome = SimpleNamespace(result=tmp_path / "r" / "result.json")  # a RunOutcome
+    case = junit.run_case(outcome)
+    assert case.name == "db-failover/host-crash" and case.failure == "verify: lost writes: 2"
+    hc = fake_result(tmp_path / "h", "health-check", fault=None, mode="incident")
+    assert junit.run_case(hc).name == "health-check"  # not a drill: its runbook
+    out = junit.write([junit.run_case(doc)], tmp_path / "run.xml", suite="db-failover")
+    XSD.validate(str(out))
+    with pytest.raises(ResultError, match="cannot make a JUnit test case from int"):
+        junit.run_case(3)
+
+
+def test_check_path_makes_the_directory_or_refuses_in_one_line(tmp_path: Path) -> None:
+    assert junit.check_path(tmp_path / "new" / "j.xml") == (tmp_path / "new" / "j.xml")
+    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "j.xml").exists()
+    assert list((tmp_path / "new").iterdir()) == []  # its probe is gone
+    (tmp_path / "f").write_text("")
+    for bad, why in ((tmp_path / "f" / "j.xml", "Not a directory"), (tmp_path, "Is a directory")):
+        with pytest.raises(UsageError) as err:
+            junit.check_path(bad)
+        assert str(err.value) == f"--junit {str(bad)!r}: cannot write it: {why}"
+        assert err.value.exit_code == 2

@@ -20,7 +20,6 @@ from faultbook.cli import main
 from faultbook.drills.impact import DrillResult
 from faultbook.drills.procedure import SteadyState
 from faultbook.errors import StackError, SuiteError
-from faultbook.report import demo as demo_report
 from faultbook.suites import demo, execute, model, targets
 from faultbook.suites.model import Target
 
@@ -68,14 +67,23 @@ def test_nightly_runs_every_fault_of_every_drill() -> None:
     assert modes == set(RESTORE_MODES)
 
 
-def test_the_demo_suite_is_the_demo() -> None:
+def test_the_demo_suite_is_what_the_readme_says_make_demo_does() -> None:
     s = model.load("demo")
     assert s.report == "demo"
-    assert [(e.name, e.runbook) for e in s.entries] == [
-        (i.name, i.runbook) for i in demo_report.DEMO
+    got = [
+        (e.name, e.runbook, e.params.get("mode"), e.params.get("fault"), list(e.targets))
+        for e in s.entries
     ]
-    for e, item in zip(s.entries, demo_report.DEMO, strict=True):
-        assert {k: v for k, v in e.params.items() if k in item.params} == item.params
+    assert got == [
+        ("health-check", "health-check", None, None, []),
+        ("web-node-kill", "web-node-failure", "drill", "service-kill", [Target("web")]),
+        ("db-primary-crash", "db-failover", "drill", "host-crash", [Target("primary")]),
+        ("lb-master-crash", "lb-failover", "drill", "host-crash", [Target("vip-holder")]),
+        ("pitr", "backup-restore", "pitr", None, []),
+    ]
+    pitr = s.entries[-1].params
+    assert pitr["drill"] is True and pitr["target_kind"] == "name"
+    assert not s.entries[0].require_steady_state  # read-only: it reports a broken stack too
 
 
 @pytest.mark.parametrize(
@@ -382,19 +390,92 @@ def test_the_outcome_is_posted_to_the_inventory_s_webhook(home: Path, tmp_path: 
     assert list(decisions.entries(event="drill-outcome")) == []
 
 
+DEMO_BOOKS = [e.runbook for e in model.load("demo").entries]
+
+
 def test_the_demo_runs_as_a_suite_and_keeps_its_report(home: Path, tmp_path: Path) -> None:
     fake = FakeRunner()
     out = tmp_path / "demo"
-    index = demo.build(out, run=fake, steady=_steady_after(99), view=lambda inv: _view())
-    assert [c[0] for c in fake.calls] == [i.runbook for i in demo_report.DEMO]
+    done = demo.build(out, run=fake, steady=_steady_after(99), view=lambda inv: _view())
+    assert [c[0] for c in fake.calls] == DEMO_BOOKS
     assert fake.calls[1][1]["target"] == "web2"  # a role, resolved
+    assert fake.calls[3][1]["target"] == "lb2" and fake.calls[3][1]["fault"] == "host-crash"
+    assert {c[2] for c in fake.calls} == {900}  # the suite's entry_timeout_s
     for name in ("summary.md", "summary.csv", "timeline.png", "summary.png", "index.html"):
         assert (out / name).exists(), name
-    page = index.read_text()
-    for item in demo_report.DEMO:
-        assert f'href="{item.name}/{item.runbook}.html"' in page
+    assert done.index == out / "index.html" and done.exit_code == 0
+    assert done.suite.verdict == "pass" and (out / "suite.json").exists()
+    page = done.index.read_text()
+    for e in model.load("demo").entries:
+        assert f'href="{e.name}/{e.runbook}.html"' in page
     assert 'class="verdict verdict-pass"' in page and "10,004 ms" in page
     assert "10004.24888" not in page and ">0.0<" not in page
+    assert len(store.runs(home)) == 5 and audit.verify(home).ok
+
+
+def test_the_demo_holds_the_lock_as_a_drill_from_first_to_last(home: Path, tmp_path: Path) -> None:
+    seen = []
+
+    class Spy(FakeRunner):
+        def __call__(self, *a: Any, **kw: Any) -> Any:
+            seen.append(lock.holder(inventory_mod.load("lab")))
+            return super().__call__(*a, **kw)
+
+    demo.build(tmp_path / "demo", run=Spy(), steady=_steady_after(99), view=lambda inv: _view())
+    assert len(seen) == len(DEMO_BOOKS)
+    for h in seen:  # the health check too: no alert's run slips in between
+        assert h and h["what"] == "suite demo" and h["drill"] is True and h["pid"] == os.getpid()
+    assert lock.holder(inventory_mod.load("lab")) is None
+
+
+def test_a_failed_or_skipped_demo_entry_fails_the_demo(home: Path, tmp_path: Path) -> None:
+    done = demo.build(
+        tmp_path / "demo",
+        run=FakeRunner({"db-failover": "fail"}),
+        steady=_steady_after(2),  # web-node-kill and db-primary-crash in steady state only
+        view=lambda inv: _view(),
+    )
+    assert [e.status for e in done.suite.entries] == ["pass", "pass", "fail", "skipped", "skipped"]
+    assert done.exit_code == 1 and done.index is not None
+    table = pd.read_csv(tmp_path / "demo" / "summary.csv")
+    assert list(table["verdict"]) == ["pass", "pass", "fail", "skipped", "skipped"]
+
+
+def test_a_busy_lab_skips_the_demo_and_records_it(home: Path, tmp_path: Path) -> None:
+    from lock_fixtures import held_elsewhere
+
+    fake = FakeRunner()
+    inv = inventory_mod.load("lab")
+    with held_elsewhere(inv.name, inv.is_lab, "run db-failover", trigger="user:bob"):
+        done = demo.build(tmp_path / "demo", lock_wait_s=0.0, run=fake)
+    assert fake.calls == [] and done.exit_code == 75 and done.index is None
+    assert "run db-failover" in done.suite.busy
+    (entry,) = audit.entries(home)
+    assert entry["kind"] == "run-skipped" and entry["suite"] == "demo"
+
+
+def test_cli_demo_runs_the_suite_and_exits_with_its_status(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = demo.build
+    verdicts: dict[str, str] = {}
+
+    def build(out: Path, inventory: str = "lab", **kw: Any) -> demo.DemoRun:
+        assert inventory == "lab" and kw == {}
+        return real(
+            out, run=FakeRunner(verdicts), steady=_steady_after(99), view=lambda inv: _view()
+        )
+
+    monkeypatch.setattr(demo, "build", build)
+    out = tmp_path / "demo"
+    r = CliRunner().invoke(main, ["demo", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "| db-primary-crash |" in r.output  # summary.md
+    assert f"report: {(out / 'index.html').resolve()}" in r.output
+    assert "demo: PASS (5 passed, 0 failed, 0 skipped)" in r.output
+    verdicts["lb-failover"] = "fail"
+    r = CliRunner().invoke(main, ["demo", "--out", str(out)])
+    assert r.exit_code == 1 and "demo: FAIL (4 passed, 1 failed, 0 skipped)" in r.output
 
 
 def test_cli_suite_check_and_list(home: Path, tmp_path: Path) -> None:

@@ -28,6 +28,14 @@ from faultbook.cli.base import lock_wait_option, main
     help="Report directory [default: reports/RUNBOOK-<UTC time>].",
 )
 @click.option(
+    "--junit",
+    "junit",
+    type=click.Path(),  # checked by junit.check_path: one line, before the run
+    default=None,
+    metavar="FILE",
+    help="Also write JUnit XML (one test case: the run) to this file.",
+)
+@click.option(
     "--cell-timeout",
     "cell_timeout",
     type=float,
@@ -40,6 +48,7 @@ def run_cmd(
     runbook: str,
     params: tuple[tuple[str, str], ...],
     out_dir: str | None,
+    junit: str | None,
     cell_timeout: float | None,
     lock_wait: float,
 ) -> None:
@@ -53,6 +62,9 @@ def run_cmd(
     One run at a time per inventory: the run holds the inventory's run lock
     (shared with suites, schedules and the alert receiver); another holder
     makes it wait up to --lock-wait seconds, then refuse naming the holder.
+    --junit FILE writes the run as one JUnit test case (its metrics as
+    properties, a failure listing the failed steps and missed objectives when
+    the verdict is not pass); FILE is checked before the runbook starts.
     Exit status: 0 verdict pass, 1 objective missed, step failed, pre-flight
     refused or rollback needed, 2 usage error, 75 inventory busy,
     130/143 interrupted (SIGINT/SIGTERM).
@@ -62,8 +74,9 @@ def run_cmd(
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from faultbook.errors import ParameterError
+    from faultbook.errors import FaultbookError, ParameterError
     from faultbook.report import runner
+    from faultbook.suites import junit as junit_mod
 
     if cell_timeout is not None and not (math.isfinite(cell_timeout) and cell_timeout > 0):
         raise ParameterError(f"--cell-timeout must be a number of seconds > 0, got {cell_timeout}")
@@ -72,6 +85,7 @@ def run_cmd(
     if out_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         out_dir = str(Path("reports") / f"{path.stem}-{stamp}")
+    junit_path = junit_mod.check_path(junit) if junit else None  # one line, before the run
     out = runner.prepare_out_dir(out_dir)  # a one-line usage error when it cannot be made
     click.echo(f"running {path.stem} -> {out_dir}")
     # runner.run holds the inventory's run lock (InventoryBusy: exit 75).
@@ -86,7 +100,15 @@ def run_cmd(
         click.echo(f"  - {line}")
     click.echo(f"report: {outcome.html}")
     click.echo(f"result: {outcome.result}")
-    sys.exit(outcome.exit_code)
+    code = outcome.exit_code
+    if junit_path is not None:
+        try:
+            written = junit_mod.write([junit_mod.run_case(outcome)], junit_path, suite=path.stem)
+            click.echo(f"junit: {written}")
+        except FaultbookError as exc:  # the run is done and archived: say so, fail the command
+            click.echo(f"faultbook: the JUnit XML is not written: {exc}", err=True)
+            code = code or 1
+    sys.exit(code)
 
 
 @main.command("demo")
@@ -99,25 +121,37 @@ def run_cmd(
     help="Report directory.",
 )
 def demo_cmd(out_dir: str) -> None:
-    """Run the health check and the three drills in turn; write one report.
+    """Run the demo suite on the lab: the health check, a drill per tier and a PITR drill.
 
     \b
-    DIR/<drill>/ holds each executed notebook, its HTML, result.json and the
-    client records; DIR/summary.md (RTO, lost writes, failed requests per
-    drill), DIR/timeline.png and DIR/index.html tie them together.
-    Exit status 0 when every runbook passed, 1 otherwise.
+    Runs suites/demo.yml as `faultbook suite run demo --out DIR` does (each
+    drill from steady state, else skipped with the reason; its target resolved
+    from a role; every run archived), with the lab's run lock held as a drill
+    from the first entry to the last (waiting up to 5 minutes for a run in
+    progress). DIR/<entry>/ holds each executed notebook, its HTML, result.json
+    and the client records; DIR/summary.md and summary.csv (RTO, lost writes,
+    failed requests per drill), DIR/summary.png, DIR/timeline.png and
+    DIR/index.html tie them together; DIR/suite.json has each entry's status.
+    Exit status: 0 every runbook passed, 1 one failed or was skipped,
+    2 usage error, 75 the lab is busy (recorded as skipped), 130/143 interrupted.
     """
-    import csv
     from pathlib import Path
 
-    from faultbook.report import demo
+    from faultbook.suites import demo
 
-    index = demo.build(Path(out_dir))
-    click.echo((Path(out_dir) / "summary.md").read_text())
-    click.echo(f"report: {index.resolve()}")
-    with open(Path(out_dir) / "summary.csv") as f:
-        verdicts = [row["verdict"] for row in csv.DictReader(f)]
-    sys.exit(0 if all(v == "pass" for v in verdicts) else 1)
+    done = demo.build(Path(out_dir))
+    res = done.suite
+    if res.busy:
+        click.echo(f"faultbook: demo skipped: {res.busy}", err=True)
+    if done.index is not None:
+        click.echo((done.index.parent / "summary.md").read_text())
+        click.echo(f"report: {done.index.resolve()}")
+    counts = res.counts()
+    click.echo(
+        f"demo: {res.verdict.upper()} ({counts['pass']} passed, "
+        f"{counts['fail']} failed, {counts['skipped']} skipped)"
+    )
+    sys.exit(done.exit_code)
 
 
 @main.command("runbooks")

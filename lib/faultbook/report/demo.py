@@ -1,7 +1,9 @@
-"""The demo report: the health check, the drills and a PITR drill in turn, one directory to read.
+"""The demo report: one directory to read over the demo suite's runs.
 
-``faultbook demo --out DIR`` runs each runbook with papermill into DIR/<name>/
-(executed notebook, HTML, result.json, traffic.csv), then writes (``write_report``)
+``faultbook demo --out DIR`` runs the ``demo`` suite (suites/demo.yml, through
+``suites.demo``: the health check, a drill per tier and a PITR drill, each into
+DIR/<entry>/ with its executed notebook, HTML, result.json and traffic.csv), then
+``write_report`` writes
 
 - DIR/summary.csv and DIR/summary.md: RTO, lost writes and failed requests per drill,
   and the ledger proof of the point-in-time restore drill;
@@ -10,47 +12,26 @@
 - DIR/index.html: the table (units, rounded numbers, a verdict colour, each row
   linking to its executed notebook) and the figures.
 
-The same runbooks ship as the ``demo`` suite (suites/demo.yml, no host names: its
-targets are roles), which ``suites.demo`` runs under the inventory's lock, from
-steady state, and reports with ``write_report``; ``DEMO`` below is that suite's
-list for callers that run the items directly, and a unit test keeps the two equal.
+``faultbook suite run demo`` writes the same report.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
-from faultbook import lock
 from faultbook.archive import present
 from faultbook.drills.traffic import load_records
-from faultbook.report import plots, runner
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Item:
-    name: str  # directory and table name
-    runbook: str
-    params: dict[str, Any]
-
-
-DEMO: tuple[Item, ...] = (
-    Item("health-check", "health-check", {}),
-    Item("web-node-kill", "web-node-failure", {"mode": "drill"}),
-    Item("db-primary-crash", "db-failover", {"mode": "drill", "fault": "host-crash"}),
-    Item("lb-master-crash", "lb-failover", {"mode": "drill"}),
-    Item("pitr", "backup-restore", {"mode": "pitr", "drill": True, "target_kind": "name"}),
-)
+from faultbook.report import plots
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -94,31 +75,6 @@ class Done:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-LOCK_WAIT_S = 300.0
-
-
-def build(
-    out: Path,
-    items: Sequence[Item] = DEMO,
-    run: Callable[[str, dict[str, Any], Path], Any] = runner.run,
-) -> Path:
-    """Run ITEMS into OUT and write the summary files; returns OUT/index.html.
-
-    The demo holds the lab's run lock from its first run to its last, as a drill
-    (waiting up to ``LOCK_WAIT_S`` for a run in progress): no run an alert starts
-    slips in between two of its drills, and none is queued behind them.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    done = []
-    with lock.hold(lock.key("lab"), "demo", wait_s=LOCK_WAIT_S, drill=True):
-        for item in items:
-            d = out / item.name
-            log.info("demo: running %s", item.name)
-            run(item.runbook, item.params, d)
-            done.append(Done(item.name, item.runbook, d))
-    return write_report(out, done)
-
-
 def write_report(out: Path, done: Sequence[Done]) -> Path:
     """summary.csv, summary.md, summary.png, timeline.png and index.html for DONE."""
     rows, timelines = [], []
@@ -136,11 +92,17 @@ def write_report(out: Path, done: Sequence[Done]) -> Path:
     table.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(_markdown(table))
     drills = table[table["rto_s"].notna()] if len(table) else table
-    plots.drills_summary_chart(drills).savefig(out / "summary.png", dpi=110)
-    plots.combined_timeline(timelines).savefig(out / "timeline.png", dpi=110)
+    _save(plots.drills_summary_chart(drills), out / "summary.png")
+    _save(plots.combined_timeline(timelines), out / "timeline.png")
     index = out / "index.html"
     index.write_text(_index(table, done, out))
     return index
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Write FIG to PATH and free it (the plots are pyplot figures)."""
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def skipped_row(name: str, runbook: str, why: str) -> dict[str, Any]:
@@ -175,10 +137,10 @@ def _cell(v: Any) -> str:
 
 
 INDEX_COLUMNS = (
-    present.Column("drill", "drill", "link"),
-    present.Column("runbook", "runbook", "text"),
+    present.Column("drill", "drill", "link", nowrap=True),
+    present.Column("runbook", "runbook", "text", nowrap=True),
     present.Column("verdict", "verdict", "verdict"),
-    present.Column("fault", "fault", "text"),
+    present.Column("fault", "fault", "text", nowrap=True),
     present.METRIC_COLUMNS["rto_s"],
     present.METRIC_COLUMNS["lost_writes"],
     present.METRIC_COLUMNS["failed_requests"],
@@ -193,20 +155,20 @@ def _index(table: pd.DataFrame, done: Sequence[Done], out: Path) -> str:
         {str(k): v for k, v in r.items()}
         for r in table.astype(object).where(table.notna(), None).to_dict("records")
     ]
+    links = []
     for rec, item in zip(records, done, strict=True):
         page = item.directory / f"{item.runbook}.html"
-        if page.exists():
-            rec["drill_href"] = str(page.relative_to(out)) if page.is_relative_to(out) else page
-    links = "".join(
-        f'<li><a href="{html.escape(i.name)}/{html.escape(i.runbook)}.html">{html.escape(i.name)}'
-        f"</a> ({html.escape(i.runbook)})</li>"
-        for i in done
-    )
+        name = f"{html.escape(item.name)} ({html.escape(item.runbook)})"
+        if page.exists() and not item.skipped:
+            rec["drill_href"] = str(page.relative_to(out) if page.is_relative_to(out) else page)
+            links.append(f'<li><a href="{html.escape(rec["drill_href"])}">{name}</a></li>')
+        else:
+            links.append(f"<li>{name}: not run ({html.escape(str(rec.get('proof') or ''))})</li>")
     body = (
         present.table(records, INDEX_COLUMNS)
         + "<h2>Timeline</h2><img src='timeline.png' alt='requests per second of every drill'>"
         + "<h2>Summary</h2><img src='summary.png' alt='RTO per drill'>"
-        + f"<h2>Executed runbooks</h2><ul>{links}</ul>"
+        + f"<h2>Executed runbooks</h2><ul>{''.join(links)}</ul>"
     )
     return present.page(
         "faultbook demo report",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -85,32 +86,65 @@ def _marker_colours(markers: Mapping[str, datetime | None]) -> dict[str, str]:
     return out
 
 
+LABEL_GAP_PT = 11.0  # a rotated 8 pt label's width, and a point to spare
+
+
+def _label_offsets(xs: Sequence[float], gap: float = LABEL_GAP_PT) -> list[float]:
+    """Where each rotated label goes, in points right of its line: beside it, unless
+    the label to its left would overlap, then just right of that one. XS are the
+    lines' positions in points, in any order; the result is in the same order."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    out = [0.0] * len(xs)
+    edge = -math.inf
+    for i in order:
+        at = max(xs[i] + 2.0, edge + gap)
+        out[i] = at - xs[i]
+        edge = at
+    return out
+
+
 def _draw_markers(
     axes: Sequence[Axes],
     markers: Mapping[str, Any],
     colours: Mapping[str, str],
     to_x: Any = _naive_utc,
 ) -> None:
-    """A dashed vertical line per marker on every axis, its name on the top one."""
-    for name, when in markers.items():
-        if when is None:
-            continue
-        x = to_x(when)
-        for i, ax in enumerate(axes):
+    """A dashed vertical line per marker on every axis, its name on the top one.
+
+    The names are rotated, in their line's colour, on a white ground; markers closer
+    than a label's width (detected and recovered within a second in a minute's
+    window) have their names set side by side instead of on top of each other.
+    """
+    live = [(name, to_x(when)) for name, when in markers.items() if when is not None]
+    if not live or not axes:
+        return
+    for name, x in live:
+        for ax in axes:
             ax.axvline(x, linestyle="--", linewidth=1.2, color=colours[name], label=name)
-            if i == 0:
-                ax.annotate(
-                    name,
-                    xy=(x, 1.0),
-                    xycoords=("data", "axes fraction"),
-                    xytext=(2, -2),
-                    textcoords="offset points",
-                    rotation=90,
-                    va="top",
-                    ha="left",
-                    fontsize=8,
-                    color=colours[name],
-                )
+    top = axes[0]
+    lo, hi = top.get_xlim()
+    width_pt = top.bbox.width * 72.0 / top.figure.dpi  # before the layout: an estimate
+    span = (hi - lo) or 1.0
+    pts = [(float(top.convert_xunits(x)) - lo) / span * width_pt for _, x in live]
+    for (name, x), dx in zip(live, _label_offsets(pts), strict=True):
+        top.annotate(
+            name,
+            xy=(x, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(dx, -3),
+            textcoords="offset points",
+            rotation=90,
+            va="top",
+            ha="left",
+            fontsize=8,
+            color=colours[name],
+            bbox={
+                "boxstyle": "square,pad=0.1",
+                "facecolor": "white",
+                "edgecolor": "none",
+                "alpha": 0.85,
+            },
+        )
 
 
 def requests_per_second(records: pd.DataFrame) -> pd.DataFrame:
@@ -206,10 +240,23 @@ def _plot_prom(ax: Axes, prom: pd.DataFrame, prom_title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _legend(ax: Axes) -> None:
+def _legend(ax: Axes, outside: bool = False) -> None:
+    """One entry per label; OUTSIDE puts it right of the axes, clear of the data and of
+    the markers' names (the timelines)."""
     handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        unique = dict(zip(labels, handles, strict=True))
+    if not handles:
+        return
+    unique = dict(zip(labels, handles, strict=True))
+    if outside:
+        ax.legend(
+            unique.values(),
+            unique.keys(),
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+            fontsize=8,
+        )
+    else:
         ax.legend(unique.values(), unique.keys(), loc="upper left", fontsize=8, ncol=2)
 
 
@@ -239,7 +286,7 @@ def timeline(
         _plot_prom(axes[2], prom, prom_title)
     _draw_markers(axes, markers, _marker_colours(markers))
     for ax in axes:
-        _legend(ax)
+        _legend(ax, outside=True)
     axes[-1].set_xlabel("time (UTC)")
     axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     if title:
@@ -327,7 +374,7 @@ def combined_timeline(
             _draw_markers([ax], live, _marker_colours(live), rel)
         ax.set_title(f"{name}" + (f" (t = 0: {origin})" if origin else ""), fontsize=10)
         ax.set_ylabel("req / s")
-        _legend(ax)
+        _legend(ax, outside=True)
     axes[-1].set_xlabel("seconds")
     fig.tight_layout()
     return fig

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -29,8 +30,8 @@ from faultbook.archive import present, store
 from faultbook.suites import score as score_mod
 
 RUN_COLUMNS = (
-    present.Column("started", "started (UTC)", "link"),
-    present.Column("drill", "drill / runbook", "text"),
+    present.Column("started", "started (UTC)", "link", nowrap=True),
+    present.Column("drill", "drill / runbook", "text", nowrap=True),
     present.Column("tier", "tier", "text"),
     present.Column("verdict", "verdict", "verdict"),
     present.Column("source", "source", "text"),
@@ -41,10 +42,10 @@ RUN_COLUMNS = (
     present.METRIC_COLUMNS["p99_ms"],
 )
 DRILL_COLUMNS = (
-    present.Column("drill", "drill", "text"),
-    present.Column("tier", "tier", "text"),
+    present.Column("drill", "drill", "text", nowrap=True),
+    present.Column("tier", "tier", "text", nowrap=True),
     present.Column("verdict", "latest", "verdict"),
-    present.Column("last", "latest run (UTC)", "link"),
+    present.Column("last", "latest run (UTC)", "link", nowrap=True),
     present.Column("status", "score basis", "text"),
     present.Column("score", "score", "score"),
     present.Column("runs", "runs", ""),
@@ -55,7 +56,7 @@ DRILL_COLUMNS = (
     present.Column("failed_requests", "failed requests (median)", ""),
 )
 DECISION_COLUMNS = (
-    present.Column("at", "at (UTC)", "text"),
+    present.Column("at", "at (UTC)", "time"),
     present.Column("event", "event", "text"),
     present.Column("what", "decision / outcome", "text"),
     present.Column("detail", "detail", "text"),
@@ -144,7 +145,7 @@ def trend(rows: Sequence[Mapping[str, Any]], drill: str) -> Figure:
     """RTO, lost writes and failed requests of one drill over time; a dot per run,
     green when it passed and red when it failed."""
     mine = sorted((r for r in rows if r["drill"] == drill), key=lambda r: r["at"])
-    fig = Figure(figsize=(8, 5.2), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")  # 640 px: a column of the page
     axes = fig.subplots(3, 1, sharex=True)
     when = [datetime.fromisoformat(r["at"]) for r in mine]
     colours = ["#1f9d48" if r["verdict"] == "pass" else "#d22f2f" for r in mine]
@@ -162,11 +163,10 @@ def trend(rows: Sequence[Mapping[str, Any]], drill: str) -> Figure:
             for t, r, c in zip(when, mine, colours, strict=True)
             if isinstance(r.get(key), int | float)
         ]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#8a94a8", lw=1, zorder=1)
-            ax.scatter(
-                [p[0] for p in pts], [p[1] for p in pts], c=[p[2] for p in pts], s=28, zorder=2
-            )
+        if pts:  # clip_on=False: a dot on the axis (0 lost writes) is drawn whole
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            ax.plot(xs, ys, color="#8a94a8", lw=1, zorder=1, clip_on=False)
+            ax.scatter(xs, ys, c=[p[2] for p in pts], s=28, zorder=2, clip_on=False)
         ax.set_ylabel(label)
         if key != "rto_s":  # counts: whole ticks, and room above an all-zero series
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -174,8 +174,10 @@ def trend(rows: Sequence[Mapping[str, Any]], drill: str) -> Figure:
         else:
             ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
+    locator = AutoDateLocator(minticks=3, maxticks=8)
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
     axes[-1].set_xlabel("run started (UTC)")
-    fig.autofmt_xdate()
     fig.suptitle(f"{drill}: {len(mine)} run(s)")
     return fig
 
@@ -254,8 +256,8 @@ def build(
             name = d["drill"].replace("/", "_") + ".png"
             trend(data["runs"], d["drill"]).savefig(trends / name, dpi=100)
             imgs.append(
-                f"<h3>{html.escape(d['drill'])}</h3>"
-                f"<img src='trends/{name}' alt='trend of {html.escape(d['drill'])}'>"
+                f"<figure><figcaption>{html.escape(d['drill'])}</figcaption>"
+                f"<img src='trends/{name}' alt='trend of {html.escape(d['drill'])}'></figure>"
             )
     cards = "".join(
         f'<div class="card"><div class="label">{html.escape(t)}</div>'
@@ -276,13 +278,19 @@ def build(
             list(reversed(data["runs"])), RUN_COLUMNS, "runs", ("runbook", "verdict", "source")
         )
         + "<h2>Trends</h2>"
-        + ("".join(imgs) or "<p>no drill has run yet</p>")
+        + (f"<div class='trends'>{''.join(imgs)}</div>" if imgs else "<p>no drill has run yet</p>")
         + f"<h2>Decision log (latest {len(data['decisions'])})</h2>"
-        + present.table(data["decisions"], DECISION_COLUMNS)
+        + (
+            present.table(data["decisions"], DECISION_COLUMNS)
+            if data["decisions"]
+            else "<p>no decision recorded yet (alerts, skipped runs, drill outcomes)</p>"
+        )
     )
     (out / "index.html").write_text(
         present.page(
-            "faultbook history", body, f"generated {data['generated_at']} from the run archive"
+            "faultbook history",
+            body,
+            f"generated {present.when(data['generated_at'])} UTC from the run archive",
         )
     )
     (out / "history.json").write_text(json_text(data))

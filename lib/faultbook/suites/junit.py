@@ -24,13 +24,18 @@ test validates against a schema of exactly this layout
 
 ``write(results, path)`` takes result.json documents, paths to result.json (or to a
 run directory), ``report.runner.RunOutcome``\\ s, suite entry results or ``Case``\\ s.
+``check_path`` refuses a path ``write`` could not write before anything runs
+(``faultbook run --junit``); ``run_case`` is the one case of a ``faultbook run``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import socket
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,8 +43,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from faultbook.errors import ResultError
+from faultbook.errors import ResultError, UsageError
 from faultbook.results import evaluate_objectives
+from faultbook.suites.score import drill_key
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,20 @@ def case_from_result(
         failure_detail="\n".join(why),
         started_at=doc.get("started_at"),
     )
+
+
+def run_case(item: Any) -> Case:
+    """The test case of one ``faultbook run`` (a ``RunOutcome``, a result.json document or
+    its path): named after its drill (``db-failover/host-crash``, as ``faultbook history
+    --junit`` names it), or after its runbook when it is not a drill."""
+    if isinstance(item, Mapping):
+        doc: Mapping[str, Any] = item
+    else:
+        result = getattr(item, "result", item)
+        if not isinstance(result, str | Path):
+            raise ResultError(f"cannot make a JUnit test case from {type(item).__name__}")
+        doc = _load(Path(result))
+    return case_from_result(doc, drill_key(doc) or str(doc.get("runbook", "run")))
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -179,6 +199,31 @@ def to_xml(items: Iterable[Any], suite: str = "faultbook") -> ET.ElementTree:
             f.text = c.failure_detail or c.failure
     ET.indent(root)
     return ET.ElementTree(root)
+
+
+def check_path(path: str | Path) -> Path:
+    """PATH made ready for ``write`` before a run starts: its directory created and
+    writable, PATH itself not a directory and writable if it exists. A one-line
+    ``UsageError`` (exit 2) otherwise, so a bad ``--junit`` costs no run. Returns PATH
+    resolved."""
+    given = Path(path)
+    try:
+        out = given.resolve()
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        above = next(d for d in (out.parent, *out.parent.parents) if d.exists())
+        if not above.is_dir():  # mkdir would only say "File exists"
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+        if out.exists():
+            with open(out, "ab"):
+                pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UsageError(f"--junit {str(given)!r}: cannot write it: {why}") from None
+    return out
 
 
 def write(results: Iterable[Any], path: str | Path, suite: str = "faultbook") -> Path:
