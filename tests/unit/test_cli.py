@@ -178,3 +178,23 @@ def test_run_says_so_when_the_junit_file_cannot_be_written_after_the_run(
     assert r.exit_code == 1 and len(fake_run.calls) == 1
     assert "verdict: PASS" in r.output and "result: " in r.output
     assert "faultbook: the JUnit XML is not written: --junit 'x': cannot write it" in r.output
+
+
+def test_suite_run_and_history_refuse_a_bad_junit_path_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from faultbook.cli import main
+    from faultbook.suites import execute, history
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("ran although --junit was bad")
+
+    monkeypatch.setattr(execute, "run_suite", boom)
+    monkeypatch.setattr(history, "build", boom)
+    monkeypatch.setenv("FAULTBOOK_HOME", str(tmp_path))
+    for args in (["suite", "run", "smoke"], ["history", "--out", str(tmp_path / "h")]):
+        r = CliRunner().invoke(main, [*args, "--junit", str(tmp_path)])
+        assert r.exit_code == 2, r.output
+        assert "junit" in r.output.lower() and "Traceback" not in r.output

@@ -44,6 +44,8 @@ def history_cmd(out_dir: str, as_json: bool, junit: str | None, recent_days: flo
 
     if not (math.isfinite(recent_days) and recent_days > 0):
         raise ParameterError(f"--recent-days must be a number of days > 0, got {recent_days}")
+    if junit:
+        junit_mod.check_path(junit)  # before the site is built (exit 2)
     out = runner.prepare_out_dir(out_dir)
     data = history.build(out, recent_days=recent_days)
     if as_json:

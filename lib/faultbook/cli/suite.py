@@ -103,6 +103,8 @@ def run_cmd(
 
     _seconds(entry_timeout, "--entry-timeout")
     s = model.load(suite)
+    if junit:
+        junit_mod.check_path(junit)  # a bad --junit costs no run (exit 2)
     trigger = lock.default_trigger()
     res = execute.run_suite(
         s,

@@ -334,7 +334,6 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
     once writes are back. A failure in the pause is undone (``undo_switchover``)
     before it is raised."""
     import time
-
     from concurrent.futures import ThreadPoolExecutor
 
     inv.member(old, "db")
