@@ -15,7 +15,7 @@ APT_PACKAGES := systemd-container debootstrap iproute2 iptables util-linux procp
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup apt venv image demo test lint docs docs-examples unit integration nbval bench bench-alerts lab-up lab-down clean
+.PHONY: help setup apt venv image demo test lint docs docs-examples unit integration nbval bench bench-alerts gameday lab-up lab-down clean
 
 help:
 	@echo "make demo    set up, boot the lab, run the runbooks, print the report's path"
@@ -134,6 +134,18 @@ bench: setup
 bench-alerts: setup
 	$(FB) lab up
 	$(PY) -m faultbook.alerts.bench --runs 5 --out $(REPORTS)/bench
+
+# The game day (docs/drills.md#game-day): suites/gameday.yml, every fault on every tier the
+# runbooks can drill, then its fault x tier matrix (RTO, lost writes, failed requests, the
+# verdict or what failed) in docs/gameday.md. Hours, and destructive: not part of make test.
+# The matrix is written even when entries failed; the exit status is the suite's.
+gameday: setup
+	$(FB) lab up
+	@out=$(REPORTS)/suite-gameday-$$(date -u +%Y%m%dT%H%M%SZ); rc=0; \
+	$(FB) suite run gameday --out $$out --junit $$out/junit.xml || rc=$$?; \
+	$(PY) -m faultbook.suites.gameday matrix --suite-dir $$out --out docs/gameday.md || rc=1; \
+	echo "the lab is still up: explore with 'faultbook lab status', stop with 'faultbook lab down'"; \
+	exit $$rc
 
 lab-up: setup
 	$(FB) lab up
