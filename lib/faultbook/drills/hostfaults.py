@@ -373,10 +373,14 @@ class ClockSkew(_HostFault):
             'if [ -e "$s" ]; then echo "a clock skew is already in effect ($(cat "$s"))" >&2; '
             f"exit {REFUSED_RC}; fi; "
             f'u=""; for x in {units}; do if systemctl is-active -q "$x"; then u="$u $x"; fi; done; '
+            # The state file comes first (the timer's undo acts on it only); until the
+            # clock is stepped, a failure takes it back so that nothing steps back a
+            # clock that never moved.
             f'echo "{self.offset_s}$u" > "$s" || exit 1; '
             f"{self._arm_revert('clock', CLOCK_UNDO)}; "
-            'if [ -n "$u" ]; then systemctl stop $u || exit 1; fi; '
-            f"o={self.offset_s}; {_step('+', '$o')} || exit 1; "
+            'back() { rm -f "$s"; if [ -n "$u" ]; then systemctl start $u; fi; exit 1; }; '
+            'if [ -n "$u" ]; then systemctl stop $u || back; fi; '
+            f"o={self.offset_s}; {{ {_step('+', '$o')}; }} || back; "
             "date +%s.%N"
         )
 
