@@ -139,8 +139,10 @@ bench-alerts: setup
 # runbooks can drill, then its fault x tier matrix (RTO, lost writes, failed requests, the
 # verdict or what failed) in docs/gameday.md. Hours, and destructive: not part of make test.
 # The matrix is written even when entries failed; the exit status is the suite's.
+# The lab's data disks (FAULTBOOK_LAB_DATA_DISKS=1) are what the disk-full entries fill:
+# boot the lab for the game day from down (lab up leaves a running lab as it is).
 gameday: setup
-	$(FB) lab up
+	FAULTBOOK_LAB_DATA_DISKS=1 $(FB) lab up
 	@out=$(REPORTS)/suite-gameday-$$(date -u +%Y%m%dT%H%M%SZ); rc=0; \
 	$(FB) suite run gameday --out $$out --junit $$out/junit.xml || rc=$$?; \
 	$(PY) -m faultbook.suites.gameday matrix --suite-dir $$out --out docs/gameday.md || rc=1; \

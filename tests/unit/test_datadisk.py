@@ -119,12 +119,28 @@ def test_boot_binds_the_data_disk_into_the_host(
 ) -> None:
     lab, started = _lab(tmp_path, monkeypatch)
     monkeypatch.setattr(machine, "mount_data", lambda d, root, guest, size: True)
+    monkeypatch.setenv(machine.DATA_DISKS_ENV, "1")
     lab._boot("db2", tmp_path / "image")
     lab._boot("web1", tmp_path / "image")
     assert started == [
         ("db2", ((lab.dirs("db2").data, "/var/lib/postgresql"),)),
         ("web1", ()),
     ]
+
+
+def test_data_disks_are_opt_in_but_an_existing_one_is_always_mounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab, started = _lab(tmp_path, monkeypatch)
+    monkeypatch.setattr(machine, "mount_data", lambda d, root, guest, size: True)
+    monkeypatch.delenv(machine.DATA_DISKS_ENV, raising=False)
+    lab._boot("db2", tmp_path / "image")
+    assert started == [("db2", ())]
+    # a disk made earlier holds the host's data: it is mounted whatever the setting
+    lab.dirs("db3").data_image.parent.mkdir(parents=True, exist_ok=True)
+    lab.dirs("db3").data_image.write_bytes(b"")
+    lab._boot("db3", tmp_path / "image")
+    assert started[-1] == ("db3", ((lab.dirs("db3").data, "/var/lib/postgresql"),))
 
 
 def test_boot_without_a_data_disk_when_none_can_be_made(

@@ -152,7 +152,7 @@ def test_two_failed_web_nodes_one_powered_off(
     lab: inv_mod.Inventory, world: dict[str, Any]
 ) -> None:
     p = _incident(lab, ["web3", "web2"])  # asked in the order handled: web2 answers, so first
-    r = recovery.web_plan(p, ["web3", "web2"])
+    r = recovery.plan(p, "web", ["web3", "web2"])
     assert [n.host for n in r.nodes] == ["web2", "web3"]
     assert "faultbook lab boot web3" in r.nodes[1].next
     r.confirm(recovery.web_actions)
@@ -161,8 +161,8 @@ def test_two_failed_web_nodes_one_powered_off(
     assert world["did"] == []
 
     p = _incident(lab, ["web2", "web3"])
-    r = recovery.web_plan(p, ["web2", "web3"])
-    table = recovery.web_confirm(r)
+    r = recovery.plan(p, "web", ["web2", "web3"])
+    table = recovery.confirm(r)
     assert list(table["host"]) == ["web2", "web3"] and list(table["answered"]) == [True, False]
     assert r.nodes[1].plan.startswith("boot web3, then drain web3")
     recovery.web_drain(r)
@@ -188,8 +188,8 @@ def test_one_node_failing_does_not_stop_the_others(
     world["answers"]["web3"] = True
     world["fail"].add(("recover", "web2"))
     p = _incident(lab, [], confirm_=True)
-    r = recovery.web_plan(p, ["web2", "web3"])
-    recovery.web_confirm(r)
+    r = recovery.plan(p, "web", ["web2", "web3"])
+    recovery.confirm(r)
     recovery.web_drain(r)
     recovery.web_recover(r)
     recovery.web_enable(r)
@@ -204,8 +204,8 @@ def test_one_node_failing_does_not_stop_the_others(
 def test_a_refused_node_is_left_as_found(lab: inv_mod.Inventory, world: dict[str, Any]) -> None:
     world["answers"]["web3"] = True
     p = _incident(lab, ["web2", "no"])
-    r = recovery.web_plan(p, ["web2", "web3"])
-    recovery.web_confirm(r)
+    r = recovery.plan(p, "web", ["web2", "web3"])
+    recovery.confirm(r)
     recovery.web_drain(r)
     recovery.web_recover(r)
     recovery.web_enable(r)
@@ -223,8 +223,8 @@ def test_real_host_without_power_playbook_is_reported_and_the_rest_goes_on(
 
     monkeypatch.setattr(recovery, "power_on", cannot)
     p = _incident(lab, [], confirm_=True)
-    r = recovery.web_plan(p, ["web2", "web3"])
-    recovery.web_confirm(r)
+    r = recovery.plan(p, "web", ["web2", "web3"])
+    recovery.confirm(r)
     recovery.web_drain(r)
     recovery.web_recover(r)
     recovery.web_enable(r)
@@ -261,8 +261,8 @@ def test_both_lbs_the_first_back_takes_the_vip_the_second_must_not_flap(
     )
     p = _incident(lab, [], confirm_=True)
     p.runbook = "lb-failover"
-    r = recovery.lb_plan(p, ["lb1", "lb2"])
-    recovery.lb_confirm(r)
+    r = recovery.plan(p, "lb", ["lb1", "lb2"])
+    recovery.confirm(r)
     recovery.lb_rejoin(r, None)
     assert did == [("recover", "lb1"), ("held", "?"), ("recover", "lb2"), ("no flap", "lb1/lb2")]
     assert [n.outcome for n in r.nodes] == ["recovered", "recovered"]

@@ -128,7 +128,7 @@ def archive(
 
     src = Path(src)
     result = src / "result.json"
-    doc = _read_json(result) if result.exists() else None
+    doc = read_json(result) if result.exists() else None
     trigger = trigger or lock.default_trigger()
     home = home or faultbook_home(create=True)
     with audit.locked(home) as log_writer:
@@ -165,7 +165,7 @@ def archive(
     return folder
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -219,8 +219,8 @@ def _scan(home: Path | None) -> Iterator[ArchivedRun]:
         if parsed is None:
             continue
         when, runbook = parsed
-        doc = _read_json(folder / "result.json")
-        meta = _read_json(folder / META) or {}
+        doc = read_json(folder / "result.json")
+        meta = read_json(folder / META) or {}
         runbook = str((doc or {}).get("runbook") or meta.get("runbook") or runbook)
         started = when
         if doc and isinstance(doc.get("started_at"), str):

@@ -35,7 +35,7 @@ import pandas as pd
 
 from faultbook import ansible, ssh
 from faultbook.drills.procedure import Procedure, now
-from faultbook.errors import FaultbookError, WebTierError
+from faultbook.errors import FaultbookError, ParameterError, WebTierError
 from faultbook.inventory import Inventory
 from faultbook.poll import poll
 from faultbook.stack import haproxy, vip
@@ -206,15 +206,6 @@ def web_actions(n: Node) -> str:
     return f"drain {n.host} on every lb, restart its ledger and re-enable it"
 
 
-def web_plan(p: Procedure, hosts: Sequence[str]) -> Recovery:
-    return Recovery.plan(p, "web", hosts)
-
-
-def web_confirm(r: Recovery) -> pd.DataFrame:
-    """One confirmation per failed web node; the table of who answers and the plan."""
-    return r.confirm(web_actions)
-
-
 def web_drain(r: Recovery) -> pd.DataFrame:
     """Drain every confirmed node on every lb (a dead host too: only the lbs are asked)."""
 
@@ -259,13 +250,21 @@ def lb_actions(n: Node) -> str:
     return f"start HAProxy and keepalived on {n.host} (it rejoins as BACKUP)"
 
 
-def lb_plan(p: Procedure, hosts: Sequence[str]) -> Recovery:
-    return Recovery.plan(p, "lb", hosts)
+# What one confirmation per node names, per tier.
+ACTIONS: dict[str, Callable[[Node], str]] = {"web": web_actions, "lb": lb_actions}
 
 
-def lb_confirm(r: Recovery) -> pd.DataFrame:
-    """One confirmation per failed lb; the table of who answers and the plan."""
-    return r.confirm(lb_actions)
+def plan(p: Procedure, tier: str, hosts: Sequence[str]) -> Recovery:
+    """The failed nodes of TIER ("web" or "lb"): who answers, in the order handled."""
+    if tier not in ACTIONS:
+        raise ParameterError(f"tier must be one of {', '.join(ACTIONS)}, got {tier!r}")
+    return Recovery.plan(p, tier, hosts)
+
+
+def confirm(r: Recovery) -> pd.DataFrame:
+    """One confirmation per failed node, naming what will be done to it; the table of
+    who answers and the plan."""
+    return r.confirm(ACTIONS[r.tier])
 
 
 def lb_rejoin(r: Recovery, holder: str | None, timeout_s: float = 30.0) -> pd.DataFrame:

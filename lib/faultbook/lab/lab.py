@@ -178,7 +178,7 @@ class Lab:
         machine.mount(d, image_root)
         binds: tuple[tuple[Path, str], ...] = ()
         data = machine.data_fs_for(h.groups)
-        if data is not None:
+        if data is not None and (machine.data_disks_wanted() or d.data_image.exists()):
             guest, size_mib = data
             try:
                 if machine.mount_data(d, image_root, guest, size_mib):

@@ -108,6 +108,17 @@ def unmount(dirs: HostDirs) -> None:
     subprocess.run(["umount", "-l", str(dirs.root)], capture_output=True)
 
 
+# The data disks are opt-in: a loop device under PostgreSQL's WAL makes every fsync
+# go through two filesystems, and the switchover benchmark measured slower with them
+# (docs/benchmarks.md). The game day, whose disk-full entries need them, turns them on.
+DATA_DISKS_ENV = "FAULTBOOK_LAB_DATA_DISKS"
+
+
+def data_disks_wanted() -> bool:
+    """Whether hosts booted now get a data disk (``FAULTBOOK_LAB_DATA_DISKS=1``)."""
+    return os.environ.get(DATA_DISKS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def data_fs_for(groups: tuple[str, ...] | list[str]) -> tuple[str, int] | None:
     """(path in the host, MiB) of the data disk a host of GROUPS gets, or None."""
     return next((v for g, v in DATA_FS.items() if g in groups), None)

@@ -30,7 +30,6 @@ to build the site.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import shutil
@@ -190,14 +189,6 @@ def choose(runs: Sequence[store.ArchivedRun], runbook: str) -> store.ArchivedRun
     return max(pool, key=lambda r: (r.started, r.name)) if pool else None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def committed(runbook: str, docs_dir: Path) -> Example | None:
     """The example committed in DOCS_DIR/examples/RUNBOOK/ (``make docs-examples``), or
     None. One with its HTML but no readable result.json is a warning (a failed strict
@@ -206,7 +197,7 @@ def committed(runbook: str, docs_dir: Path) -> Example | None:
     html = folder / f"{runbook}.html"
     if not html.is_file():
         return None
-    doc = _read_json(folder / "result.json")
+    doc = store.read_json(folder / "result.json")
     started = None
     if doc and isinstance(doc.get("started_at"), str):
         try:
@@ -222,7 +213,7 @@ def committed(runbook: str, docs_dir: Path) -> Example | None:
             runbook,
         )
         return None
-    meta = _read_json(folder / store.META) or {}
+    meta = store.read_json(folder / store.META) or {}
     run = store.ArchivedRun(folder, runbook, started, doc, meta)
     return Example(run, html, f"committed in `docs/{EXAMPLES}/{runbook}/` (`make docs-examples`)")
 
