@@ -69,8 +69,13 @@ def test_failed_detection_rolls_back_the_crashed_primary(
 ) -> None:
     before = procedure.steady_state(inv).primary
     assert before is not None
-    # Detection cannot be met in 1 s: the notebook stops after crashing the primary.
-    res = faultbook_run(tmp_path, "db-failover", mode="drill", detect_timeout_s=1)
+    # Detection cannot be met: the probes watch from before the pre-flight, so the
+    # silence they saw before the detect step counts, and a crash a few seconds earlier
+    # could already pass the default 1.5 s threshold within any timeout. A 30 s
+    # threshold with a 1 s timeout cannot: the notebook stops after crashing the primary.
+    res = faultbook_run(
+        tmp_path, "db-failover", mode="drill", detect_timeout_s=1, detect_threshold_s=30
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     doc = json.loads((tmp_path / "result.json").read_text())
     assert validate(doc) == []
