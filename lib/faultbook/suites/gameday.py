@@ -20,7 +20,6 @@ suite cannot run says what it needs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -127,14 +126,6 @@ class GameDay:
 
 
 # ------------------------------------------------------------------ reading
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def what_failed(doc: Mapping[str, Any]) -> str:
     """A result.json's failed steps and missed objectives, in one line."""
     parts = [
@@ -170,7 +161,7 @@ def from_result(entry: str, doc: Mapping[str, Any], folder: str = "") -> Outcome
 def _is_gameday(directory: Path, suite: str) -> bool:
     if directory.name.startswith(f"suite-{suite}-"):
         return True
-    doc = _json(directory / "suite.json")
+    doc = store.read_json(directory / "suite.json")
     return doc is not None and doc.get("suite") == suite
 
 
@@ -200,7 +191,7 @@ def latest(
                 f"--suite-dir {suite_dir}: no suite.json there and no archived run from it"
             )
     archived = {Path(str(r.meta["out_dir"])).name: r for r in groups.get(where, [])}
-    summary = _json(where / "suite.json") or {}
+    summary = store.read_json(where / "suite.json") or {}
     outcomes: dict[str, Outcome] = {}
     for e in summary.get("entries") or []:
         name = str(e.get("entry"))
@@ -248,7 +239,7 @@ def _archived(path: Any) -> store.ArchivedRun | None:
         return None
     folder = Path(path)
     parsed = store.parse_name(folder.name)
-    doc = _json(folder / "result.json")
+    doc = store.read_json(folder / "result.json")
     if parsed is None or doc is None:
         return None
     return store.ArchivedRun(folder, str(doc.get("runbook") or parsed[1]), parsed[0], doc)
