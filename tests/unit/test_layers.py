@@ -16,6 +16,7 @@ ORDER = [
     "stack",
     "backup",
     "drills",
+    "security",
     "archive",
     "report",
     "alerts",

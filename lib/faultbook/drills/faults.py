@@ -11,6 +11,7 @@
 | delay-loss      | lab: userspace netem on the host's link; real hosts: tc  | no            |
 | disk-full       | fill a data filesystem to leave_mib (``hostfaults``)     | no            |
 | clock-skew      | step a host's clock, or one unit's (``hostfaults``)      | no            |
+| exposed-listener| a test listener and a firewall hole for it (``listener``)| no            |
 
 service-stop, process-freeze, disk-full and clock-skew (everywhere), and
 partition and delay-loss on real hosts, arm a transient systemd timer on the
@@ -568,6 +569,8 @@ def catalogue_table() -> list[dict[str, Any]]:
     ]
 
 
-# disk-full and clock-skew (a host's own disk and clock) register themselves here; a
-# module of their own keeps this one small. Imported last: they subclass Fault.
+# disk-full and clock-skew (a host's own disk and clock), and the security audit's
+# exposed-listener, register themselves here; a module of their own keeps this one
+# small. Imported last: they subclass Fault.
 from faultbook.drills import hostfaults as _hostfaults  # noqa: E402,F401
+from faultbook.drills import listener as _listener  # noqa: E402,F401
