@@ -11,7 +11,7 @@ REPORTS ?= reports
 # What the controller needs from Debian (the lab hosts get theirs in the lab image).
 APT_PACKAGES := systemd-container debootstrap iproute2 iptables util-linux procps \
                 openssh-client iputils-ping python3 python3-venv python3-dev wrk \
-                cron chromium
+                cron chromium nmap ssh-audit testssl.sh
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

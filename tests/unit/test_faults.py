@@ -43,6 +43,7 @@ def test_catalogue_has_every_kind() -> None:
         "delay-loss",
         "disk-full",
         "clock-skew",
+        "exposed-listener",
     }
     needs_lab = {r["fault"] for r in faults.catalogue_table() if r["needs_lab"]}
     assert needs_lab == {"host-crash"}

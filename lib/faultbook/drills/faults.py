@@ -61,6 +61,9 @@ class Fault:
     # Acts through a lab primitive (link cut, userspace netem) when the inventory is the lab.
     lab_primitive: ClassVar[bool] = False
     reverts_itself: ClassVar[bool] = False
+    # A row of the game day's fault x tier matrix (suites.gameday): a fault that hurts
+    # availability. False for the security audit's drill, which opens something instead.
+    game_day: ClassVar[bool] = True
 
     inv: Inventory
     target: str
@@ -76,7 +79,7 @@ class Fault:
             raise UsageError(
                 f"fault {self.kind!r} needs the lab (it acts on the machine, not over SSH); "
                 f"inventory {self.inv.name!r} is not the lab — use "
-                + ", ".join(k for k, c in CATALOGUE.items() if not c.needs_lab)
+                + ", ".join(k for k, c in CATALOGUE.items() if not c.needs_lab and c.game_day)
             )
         if not 0 < self.max_s <= 3600:
             raise ParameterError(f"fault max_s must be in (0, 3600] seconds, got {self.max_s!r}")

@@ -53,6 +53,7 @@ class ExposedListener(Fault):
 
     kind: ClassVar[str] = "exposed-listener"
     reverts_itself: ClassVar[bool] = True
+    game_day: ClassVar[bool] = False
     port: int = 18123
 
     def __post_init__(self) -> None:

@@ -316,7 +316,8 @@ def matrix(game: GameDay | None, suite: model.Suite, plan: Iterable[Cell] = PLAN
         "| fault | " + " | ".join(COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
     ]
-    kinds = list(faults.CATALOGUE) + sorted({c.fault for c in cells} - set(faults.CATALOGUE))
+    kinds = [k for k, c in faults.CATALOGUE.items() if c.game_day]
+    kinds += sorted({c.fault for c in cells} - set(faults.CATALOGUE))
     for kind in kinds:
         row = []
         for col in COLUMNS:
