@@ -22,14 +22,19 @@ their modes are checked here instead: no group or other access).
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 import stat
+import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from faultbook.security.findings import Finding, passed
+
+log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MIN_SECRET_LEN = 6
@@ -93,24 +98,46 @@ class Scanner:
             seen.setdefault(name, form)
         return [Leak(path, n, f) for n, f in sorted(seen.items())]
 
+    def candidates(self, roots: list[Path]) -> list[Path]:
+        """Files holding any pattern: GNU grep's multi-pattern search (-F -f), far faster
+        than a Python regex over every byte; the patterns file is 0600 and removed."""
+        if self.regex is None or not roots:
+            return []
+        with tempfile.TemporaryDirectory(prefix="faultbook-leaks-") as d:
+            pats = Path(d) / "patterns"
+            fd = os.open(pats, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\n".join(self.by_pattern) + b"\n")
+            excludes = [f"--exclude-dir={x}" for x in sorted(SKIP_DIRS)]
+            argv = ["grep", "-r", "-l", "-a", "-F", "-f", str(pats), *excludes, "--"]
+            proc = subprocess.run(
+                [*argv, *map(str, roots)], capture_output=True, timeout=600, check=False
+            )
+        if proc.returncode not in (0, 1):  # 1: nothing found; 2: an unreadable file (reported)
+            log.warning("grep: %s", proc.stderr.decode(errors="replace").strip()[-300:])
+        return [Path(os.fsdecode(line)) for line in proc.stdout.splitlines() if line]
+
     def scan(self, roots: Iterable[Path]) -> tuple[list[Leak], int]:
         """Every leak under the roots (files or directories), and how many files were read."""
+        where = list(roots)
+        n = sum(1 for _ in _files(where))
         leaks: list[Leak] = []
-        n = 0
-        for root in roots:
-            if root.is_file():
-                n += 1
-                leaks += self.scan_file(root)
-                continue
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
-                for f in filenames:
-                    p = Path(dirpath) / f
-                    if p.is_symlink():
-                        continue
-                    n += 1
-                    leaks += self.scan_file(p)
+        for path in self.candidates(where):
+            leaks += self.scan_file(path)
         return leaks, n
+
+
+def _files(roots: Iterable[Path]) -> Iterable[Path]:
+    for root in roots:
+        if root.is_file():
+            yield root
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+            for f in filenames:
+                p = Path(dirpath) / f
+                if not p.is_symlink():
+                    yield p
 
 
 def roots(home: Path, extra: Iterable[Path] = ()) -> list[Path]:
