@@ -171,6 +171,7 @@ class Audit:
             self.tcp_ports,
             udp,
             host_timeout_s=self.scan_timeout_s * 0.8,
+            min_rate=int(self.inv.vars.get("security_nmap_min_rate") or 0) or None,
         )
         ctrl = str(self.inv.vars.get("controller_ip", ""))
         vantages = [exposure.Vantage("controller", ctrl, "local")]
@@ -196,13 +197,23 @@ class Audit:
                         "name a host in security_outside_vantage (nmap installed there)",
                     )
                 )
-            with ThreadPoolExecutor(max_workers=len(vantages)) as pool:
-                futs = [
-                    pool.submit(exposure.run_nmap, v, argv, self.scan_timeout_s, self.inv, ns)
-                    for v in vantages
-                ]
-                scans = [f.result() for f in futs]
-        found = [f for s in scans for f in exposure.compare(s, self.flows, targets, udp)]
+            # One vantage after the other: two sweeps at once on a small controller lose
+            # SYN/ACKs (measured; exposure.py). Differences are confirmed while the
+            # namespace still exists.
+            scans = [
+                exposure.run_nmap(v, argv, self.scan_timeout_s, self.inv, ns) for v in vantages
+            ]
+            found = [
+                f
+                for s in scans
+                for f in exposure.compare(
+                    s,
+                    self.flows,
+                    targets,
+                    udp,
+                    exposure.confirmer(s.vantage, 120.0, self.inv, ns),
+                )
+            ]
         return scans, found + notes
 
     def exposure(self) -> pd.DataFrame:
@@ -259,9 +270,11 @@ class Audit:
         for b in self.inv.groups.get("backup", ()):
             h = self.inv.host(b)
             if self.inv.is_lab:
+                from faultbook.lab import machine
                 from faultbook.lab.lab import Lab
 
-                pid = Lab(self.inv).pid(b)
+                nspawn = Lab(self.inv).pid(b)
+                pid = machine.container_init(nspawn) if nspawn is not None else None
                 if pid is None:
                     out.append(F.Finding("tls-pgbackrest", b, "high", f"{b} is not running", ""))
                     continue

@@ -17,16 +17,24 @@ The comparison, per (vantage, target, protocol, port):
   UDP: ``closed`` (an ICMP port unreachable: the datagram got through and
   nothing listens).
 
-Timing. nmap is run with ``-T4 --max-retries 1 --min-rate 1500
---defeat-rst-ratelimit --host-timeout``: the lab's firewall answers refused
-TCP with a reset at once, so a full 65535-port sweep is bounded by the send
-rate, not by timeouts; one retry catches a lost SYN/ACK on a busy bridge;
-``--defeat-rst-ratelimit`` stops nmap from slowing down for RST rate limits
-(we only care about open ports, and a closed-vs-filtered confusion does not
-change the verdict). Against hosts that *drop* (``common_nft_refuse_action:
-drop``) the same options still finish: ``--max-rtt-timeout`` caps each
-probe's wait and ``--host-timeout`` caps each host; a host that hits it is a
-finding (incomplete scan), never a silent pass.
+Timing. nmap is run with ``-T4 --max-retries 2 --max-rtt-timeout 500ms
+--defeat-rst-ratelimit --host-timeout``, and no ``--min-rate`` unless the
+inventory sets ``security_nmap_min_rate``. The lab's firewall answers refused
+TCP with a reset at once, so a full 65535-port sweep is bounded by how fast
+nmap may send; nmap's own congestion control finds that rate. A forced rate
+(``--min-rate 5000``) was measured to lose SYN/ACKs on the lab (two vantages
+at once on a loaded 2-core controller: 8404 and 9093 missed, every outside
+host timed out), so the vantages scan one after the other and nothing forces
+the rate. ``--defeat-rst-ratelimit`` stops nmap from slowing down for RST rate
+limits (only open ports matter here). Against hosts that *drop*
+(``common_nft_refuse_action: drop``) ``--max-rtt-timeout`` caps each probe's
+wait and ``--host-timeout`` caps each host; a host that hits it is a finding
+(incomplete scan), never a silent pass.
+
+Every difference is confirmed before it is reported: the ports in question are
+probed again on that target alone (``confirm_argv``: a connect scan, three
+retries), so a SYN/ACK lost on a busy bridge is neither a missing service nor
+an exposure.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import logging
 import shlex
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -88,7 +96,7 @@ def nmap_argv(
     tcp_ports: str = TCP_ALL,
     udp_ports: Iterable[int] = (),
     host_timeout_s: float = 240.0,
-    min_rate: int = 1500,
+    min_rate: int | None = None,
 ) -> list[str]:
     """The nmap command line (XML on stdout). ``tcp_ports`` is nmap's syntax ("1-65535")."""
     udp = sorted(set(udp_ports))
@@ -101,11 +109,10 @@ def nmap_argv(
         spec,
         "-T4",
         "--max-retries",
-        "1",
-        "--min-rate",
-        str(min_rate),
+        "2",
+        *(["--min-rate", str(int(min_rate))] if min_rate else []),
         "--max-rtt-timeout",
-        "300ms",
+        "500ms",
         "--defeat-rst-ratelimit",
         "--host-timeout",
         f"{int(host_timeout_s)}s",
@@ -114,6 +121,14 @@ def nmap_argv(
         *addresses,
     ]
     return argv
+
+
+def confirm_argv(address: str, tcp: Iterable[int], udp: Iterable[int] = ()) -> list[str]:
+    """Probe a few ports of one target again, slowly: a TCP connect scan, three retries."""
+    t, u = sorted(set(tcp)), sorted(set(udp))
+    spec = ",".join([*(f"T:{p}" for p in t), *(f"U:{p}" for p in u)])
+    argv = ["nmap", "-n", "-Pn", "-sT"] + (["-sU"] if u else [])
+    return [*argv, "-p", spec, "--max-retries", "3", "-oX", "-", address]
 
 
 def parse_xml(text: str) -> tuple[list[PortState], list[str]]:
@@ -206,8 +221,13 @@ def compare(
     table: FlowTable,
     targets: Sequence[Target],
     udp_scanned: Iterable[int],
+    confirm: Callable[[Target, list[tuple[str, int]]], set[tuple[str, int]]] | None = None,
 ) -> list[Finding]:
-    """Findings for one vantage's scan: every difference named by host, port and vantage."""
+    """Findings for one vantage's scan: every difference named by host, port and vantage.
+
+    ``confirm(target, ports)`` probes those ports again and returns the ones that
+    answer (TCP open; UDP open or silent): an extra port must still be open, a
+    missing one must still not answer, to be reported."""
     v = scan.vantage
     found: dict[str, set[tuple[str, int]]] = {t.address: set() for t in targets}
     answering: dict[str, set[tuple[str, int]]] = {t.address: set() for t in targets}
@@ -236,6 +256,11 @@ def compare(
         seen = found[t.address]
         extra = sorted(seen - expect)
         missing = sorted(expect - seen - answering[t.address])
+        if confirm is not None and (extra or missing):
+            again = confirm(t, extra + missing)
+            extra = [x for x in extra if x in again]
+            missing = [x for x in missing if x not in again]
+            seen = (seen - set(extra)) | {x for x in again if x in expect} | set(extra)
         for proto, port in extra:
             out.append(
                 Finding(
@@ -267,6 +292,20 @@ def compare(
                 )
             )
     return out
+
+
+def confirmer(
+    vantage: Vantage, timeout_s: float, inv: Inventory | None, netns: object | None
+) -> Callable[[Target, list[tuple[str, int]]], set[tuple[str, int]]]:
+    """``compare``'s ``confirm``: nmap again from the same vantage, on a few ports."""
+
+    def again(t: Target, ports: list[tuple[str, int]]) -> set[tuple[str, int]]:
+        tcp = [p for proto, p in ports if proto == "tcp"]
+        udp = [p for proto, p in ports if proto == "udp"]
+        scan = run_nmap(vantage, confirm_argv(t.address, tcp, udp), timeout_s, inv, netns)
+        return {(p.proto, p.port) for p in scan.ports if p.address == t.address and is_answering(p)}
+
+    return again
 
 
 def frame(scan: Scan, targets: Sequence[Target]) -> pd.DataFrame:

@@ -90,7 +90,9 @@ echo "### sockets"
 ss -Htlnup
 echo "### secrets"
 umask 077
-list=$(mktemp); pat=$(mktemp); trap 'rm -f "$list" "$pat"' EXIT
+# Working files under /run (a tmpfs outside the searched directories), removed on exit.
+work=$(mktemp -d -p /run faultbook-audit.XXXXXX); trap 'rm -rf "$work"' EXIT
+list="$work/list"; pat="$work/pattern"
 find {SEARCH_DIRS} -xdev \( {prune} \) -prune -o -type f -size -2048k -print0 2>/dev/null > "$list"
 while read -r name b64; do
   printf %s "$b64" | base64 -d > "$pat"

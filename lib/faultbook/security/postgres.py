@@ -62,7 +62,7 @@ SETTINGS_SQL = (
 )
 # The app role's powers, asked of the catalogs in the app database (psql variable :'app').
 PRIVS_SQL = """
-WITH r AS (SELECT oid, * FROM pg_roles WHERE rolname = :'app'),
+WITH r AS (SELECT * FROM pg_roles WHERE rolname = :'app'),
 tables AS (
   SELECT c.oid, n.nspname || '.' || c.relname AS name, c.relowner
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -120,8 +120,9 @@ class HbaRule:
         if not self.address or self.address in ("all", "samehost", "samenet"):
             return None
         try:
-            if self.netmask:
-                return ipaddress.ip_network(f"{self.address}/{self.netmask}", strict=False)
+            if self.netmask:  # a prefix length from the mask (IPv6 takes no mask form)
+                bits = bin(int(ipaddress.ip_address(self.netmask))).count("1")
+                return ipaddress.ip_network(f"{self.address}/{bits}", strict=False)
             return ipaddress.ip_network(self.address, strict=False)
         except ValueError:
             return None

@@ -38,14 +38,17 @@ from faultbook.inventory import Inventory
 from faultbook.security.findings import Finding, passed
 
 _ALG = re.compile(
-    r"^\((kex|key|enc|mac)\) (\S+)(?: \([^)]*\))?(?: -- \[(fail|warn|info)\] ?(.*))?$"
+    r"^\((kex|key|enc|mac)\) (\S+)(?: \([^)]*\))?(?:\s+-- \[(fail|warn|info)\] ?(.*))?$"
 )
 _MORE = re.compile(r"^\s+`- \[(fail|warn|info)\] ?(.*)$")
 _CVE = re.compile(r"^\(cve\) (\S+) -- \(CVSSv2: ([0-9.]+)\) ?(.*)$")
-_REC = re.compile(r"^\(rec\) ([-+!])(\S+) -- (\w+) algorithm to (\w+)")
+_REC = re.compile(r"^\(rec\) ([-+!])(\S+?)\s*-- (\w+) algorithm to (\w+)")
 _SOFTWARE = re.compile(r"^\(gen\) software: (.*)$")
 _ESC = re.compile(r"\x1b\[[0-9;]*m")
 CONNECTION_ERROR = 1
+# Pseudo-algorithms that announce a protocol extension, not a cipher: OpenSSH 9.2's
+# Terrapin countermeasure (strict key exchange) is one ssh-audit 2.5.0 does not know.
+PSEUDO = re.compile(r"^(kex-strict-[cs]-v00@openssh\.com|ext-info-[cs])$")
 
 
 @dataclass
@@ -80,6 +83,9 @@ def parse(text: str) -> Report:
     for raw in text.splitlines():
         line = _ESC.sub("", raw).rstrip()
         m = _ALG.match(line)
+        if m and PSEUDO.match(m.group(2)):
+            current = None
+            continue
         if m:
             kind, name, level, note = m.groups()
             current = (kind, name)
