@@ -64,8 +64,10 @@ def test_the_audit_passes_and_its_drill_names_the_listener(inv: Inventory, tmp_p
     print(f"security-audit drill: {took:.0f} s; metrics {m}")
 
 
-def test_an_undeclared_listener_fails_the_exposure_check(inv: Inventory, tmp_path: Path) -> None:
-    a = security.begin("lab", "incident", "10.77.0.250", "1-65535", 300.0, 14.0, "web2", 18124, "")
+def test_an_undeclared_listener_fails_the_exposure_check(inv: Inventory) -> None:
+    # Ports 1-1024 and 18000-18200 of every host: the full sweep is the runbook's (above).
+    ports = "1-1024,18000-18200"
+    a = security.begin("lab", "incident", "10.77.0.250", ports, 300.0, 14.0, "web2", 18124, "")
     fault = faults.make("exposed-listener", inv, "web2", port=18124, max_s=300)
     fault.inject()
     try:
@@ -81,7 +83,7 @@ def test_an_undeclared_listener_fails_the_exposure_check(inv: Inventory, tmp_pat
     a.finish()
     assert a.verdict().startswith("FAIL: 2 high finding(s)") and "web2" in a.verdict()
     nothing_left(inv, "web2", 18124)
-    b = security.begin("lab", "incident", "10.77.0.250", "1-65535", 300.0, 14.0, "web2", 18124, "")
+    b = security.begin("lab", "incident", "10.77.0.250", ports, 300.0, 14.0, "web2", 18124, "")
     b.exposure()
     assert b.findings.high() == [], [f.evidence for f in b.findings.high()]
     b.finish()
