@@ -2,8 +2,9 @@
 
 testssl.sh runs with the inventory's CA added (``--add-ca``) and only the
 checks the audit reads (about 25 s against a local ``openssl s_server``, 63 s
-against the VIP on the loaded lab; a default run takes several minutes): ``-p`` (protocols, through its own sockets, so SSLv2/SSLv3 are
-tested even though the local OpenSSL 3 cannot speak them), ``-S`` (the
+against the VIP on the loaded lab; a default run takes several minutes):
+``-p`` (protocols, through its own sockets, so SSLv2/SSLv3 are tested even
+though the local OpenSSL 3 cannot speak them), ``-S`` (the
 certificate: chain of trust, name, expiry, key) and ``-E`` (every cipher per
 protocol). ``-h`` (headers) is added for HTTPS when the hardening checks are
 on. The three targets run in parallel. Output is testssl's flat JSON
