@@ -20,9 +20,7 @@ happens to the notebook; the fault also reverts itself on the host after
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -47,6 +45,7 @@ from faultbook.security import exposure, hardening, hosts, leaks, postgres, sshd
 from faultbook.security import findings as F
 from faultbook.security import flows as flows_mod
 from faultbook.security import tls as tls_mod
+from faultbook.security.params import check_ports, check_result_dir, number
 from faultbook.stack import http, psql, vip
 
 log = logging.getLogger(__name__)
@@ -57,50 +56,6 @@ DRILL_MAX_S = 600.0
 # testssl.sh -p -S -E took 63 s for the VIP alone and 170-180 s for each of the three
 # run together on the lab's loaded 2-core controller (measured): room for that.
 TLS_TIMEOUT_S = 600.0
-_PORTS = re.compile(r"^\d{1,5}(-\d{1,5})?(,\d{1,5}(-\d{1,5})?)*$")
-
-
-def _number(name: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ParameterError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
-    if not lo <= value <= hi:
-        raise ParameterError(f"{name} must be in [{lo:g}, {hi:g}], got {value!r}")
-    return float(value)
-
-
-def check_ports(spec: str) -> str:
-    """nmap's port list syntax, each port in 1-65535 ('1-65535', '22,80,8000-8100')."""
-    text = str(spec).replace(" ", "")
-    ok = bool(_PORTS.match(text))
-    if ok:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            a, b = int(lo), int(hi or lo)
-            ok = ok and 1 <= a <= b <= 65535
-    if not ok:
-        raise ParameterError(
-            f"tcp_ports must be ports or ranges in 1-65535 separated by commas "
-            f"(e.g. 1-65535 or 22,80,443), got {spec!r}"
-        )
-    return text
-
-
-def check_result_dir(result_dir: str) -> str:
-    if not result_dir:
-        return ""
-    d = Path(result_dir)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ParameterError(
-            f"result_dir {result_dir!r} cannot be created ({exc.strerror}); expected a writable "
-            "directory"
-        ) from None
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise ParameterError(
-            f"result_dir {result_dir!r} is not writable; expected a writable directory"
-        )
-    return str(d)
 
 
 @dataclass
@@ -557,8 +512,8 @@ def begin(
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     ports = check_ports(tcp_ports)
-    timeout = _number("scan_timeout_s", scan_timeout_s, 10, 3600)
-    min_days = _number("cert_min_days", cert_min_days, 0, 365)
+    timeout = number("scan_timeout_s", scan_timeout_s, 10, 3600)
+    min_days = number("cert_min_days", cert_min_days, 0, 365)
     if (
         isinstance(drill_port, bool)
         or not isinstance(drill_port, int)
