@@ -77,3 +77,19 @@ def test_an_unwritable_result_dir_is_refused(tmp_path: Path) -> None:
         ro.mkdir(mode=0o500)
         with pytest.raises(ParameterError, match="is not writable"):
             begin(result_dir=str(ro))
+
+
+def test_the_drills_fault_is_rebuilt_from_its_journal_entry(tmp_path: Path) -> None:
+    from faultbook import inventory
+    from faultbook.drills import faults, journal
+
+    inv = inventory.load("lab")
+    f = faults.make("exposed-listener", inv, "restore1", port=18123, max_s=60)
+    assert f.describe() == "exposed-listener on restore1 tcp/18123" and not f.game_day
+    j = journal.Journal(tmp_path)
+    e = j.intent(f)
+    again = journal.rebuild(e)
+    assert isinstance(again, type(f)) and again.spec() == {"max_s": 60.0, "port": 18123}
+    for bad in (22, 70000, True, "18123"):
+        with pytest.raises(ParameterError, match="exposed-listener needs a port in 1025-65535"):
+            faults.make("exposed-listener", inv, "restore1", port=bad)
