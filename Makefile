@@ -84,11 +84,11 @@ NBVAL = $(PYTEST) -q --nbval-lax -p no:cacheprovider runbooks/
 integration: setup
 	$(FB) lab up
 	$(FB) alerts stop
-	$(PYTEST) -q -m integration tests/integration/test_stack.py \
+	$(PYTEST) -q --durations=25 -m integration tests/integration/test_stack.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
 	  tests/integration/test_webtier.py tests/integration/test_incidents.py \
 	  tests/integration/test_oncall_browser.py tests/integration/test_drills.py \
-	  tests/integration/test_detection.py \
+	  tests/integration/test_schedule.py tests/integration/test_detection.py \
 	  tests/integration/test_rollback.py tests/integration/test_restore.py \
 	  tests/integration/test_alerts.py
 	$(NBVAL)
