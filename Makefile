@@ -118,8 +118,8 @@ demo: setup
 	exit $$rc
 
 # Lab up/down (the lab must be down), then, on a freshly provisioned lab, the
-# stack's throughput and every failover drill five times. Figures, not tests:
-# they go into docs/benchmarks.md.
+# stack's throughput, every failover drill five times, and the stress runbook's capacity.
+# Figures, not tests: they go into docs/benchmarks.md.
 bench: setup
 	$(PY) -m faultbook.report.bench lab
 	$(FB) lab up
@@ -128,6 +128,7 @@ bench: setup
 	$(PY) -m faultbook.report.bench drills --runs 5 --out $(REPORTS)/bench
 	$(PY) -m faultbook.report.bench restore --seed-mib 1024 --runs 3 --out $(REPORTS)/bench
 	$(PY) -m faultbook.alerts.bench --runs 5 --out $(REPORTS)/bench
+	$(FB) run stress -p mode drill --out $(REPORTS)/bench/stress
 	$(FB) lab down
 
 # The autopilot drills alone (alert -> receiver -> runbook), 5 runs per scenario.
