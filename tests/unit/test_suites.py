@@ -60,6 +60,8 @@ def test_nightly_runs_every_fault_of_every_drill() -> None:
 
     entries = model.load("nightly").entries
     for runbook, spec in DRILLS.items():
+        if runbook == "fault-observe":
+            continue  # the observed faults run in the game day (disk-full needs its data disks)
         got = {e.params.get("fault") for e in entries if e.runbook == runbook}
         assert set(spec.faults) <= got, runbook
     modes = {e.params["mode"] for e in entries if e.runbook == "backup-restore"}

@@ -71,6 +71,15 @@ DRILLS: dict[str, DrillSpec] = {
         promql='probe_success{job="blackbox_https"}',
         prom_title="blackbox probe of the VIP over HTTPS (1 = success)",
     ),
+    # A fault that leaves its target answering, held under load, reverted, observed
+    # (drills.observe); the target is any host. Its timeline shows the VIP's probe.
+    "fault-observe": DrillSpec(
+        MODES,
+        ("delay-loss", "disk-full", "clock-skew", "process-freeze", "service-stop"),
+        "all",
+        promql='probe_success{job="blackbox_https"}',
+        prom_title="blackbox probe of the VIP over HTTPS (1 = success)",
+    ),
 }
 
 # Objective parameters of the drill runbooks and the metric each one bounds; -1 means none.

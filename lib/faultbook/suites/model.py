@@ -44,7 +44,7 @@ from faultbook.report import runner
 from faultbook.results import BASE_METRICS
 
 SUITES_DIR = REPO_ROOT / "suites"
-ROLES = ("primary", "standby", "any-standby", "web", "vip-holder", "lb")
+ROLES = ("primary", "standby", "any-standby", "web", "vip-holder", "lb", "backup", "mon")
 # What a drill records besides the base metrics (drills.impact.DrillResult.metrics).
 METRICS = (
     *BASE_METRICS,
