@@ -39,15 +39,9 @@ DEFAULT_OUT = REPO_ROOT / "docs" / "gameday.md"
 COLUMNS = ("web", "db primary", "db standby", "lb", "backup", "mon")
 MAX_REASON = 300
 
-ALSO = "db-failover's also_fault"
 FAKETIME = "libfaketime in the lab image"
 # What the suite lacks for a planned cell, in full (the page says it once).
 NEEDS: dict[str, str] = {
-    ALSO: (
-        "a second fault in one db-failover drill: Procedure.inject_also exists (the "
-        "autopilot drill uses it) but no runbook parameter reaches it; proposed in "
-        "suites/gameday.yml"
-    ),
     FAKETIME: (
         "lab hosts share the controller's kernel clock, so a whole host's clock cannot be "
         "skewed there; one unit's can, through libfaketime (clock-skew's unit=), which the "
@@ -87,8 +81,8 @@ PLAN: tuple[Cell, ...] = (
     Cell("web-host-crash", "host-crash", "web"),
     Cell("db-primary-crash", "host-crash", "db primary"),
     Cell("lb-vip-holder-crash", "host-crash", "lb", "VIP holder"),
-    Cell("db-failover-backup-lost", "host-crash", "backup", "during a db failover", ALSO),
-    Cell("db-failover-mon-lost", "host-crash", "mon", "during a db failover", ALSO),
+    Cell("db-failover-backup-lost", "host-crash", "backup", "during a db failover"),
+    Cell("db-failover-mon-lost", "host-crash", "mon", "during a db failover"),
 )
 
 
