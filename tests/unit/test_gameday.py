@@ -40,6 +40,9 @@ def test_the_gameday_suite_validates_and_every_drill_accepts_its_fault() -> None
     s = model.load("gameday")
     assert s.name == "gameday" and s.entries[0].runbook == "health-check"
     for e in s.entries[1:]:
+        if e.runbook == "stress":
+            assert e.params["mode"] == "drill", e.name  # the load the -at-soak entries take
+            continue
         fault = e.params["fault"]
         assert e.params["mode"] == "drill" and fault in steps.DRILLS[e.runbook].faults, e.name
         assert e.limits == {} and e.objectives()["lost_writes"] == 0, e.name
@@ -78,7 +81,10 @@ def test_the_plan_covers_the_game_day_and_says_what_the_rest_needs() -> None:
         assert c.column in gameday.COLUMNS
         if c.entry not in names:
             assert c.needs and all(part in gameday.NEEDS for part in c.needs.split(", "))
-    assert names - {c.entry for c in gameday.PLAN} == {"health-check"}
+    assert names - {c.entry for c in gameday.PLAN} == {"health-check", "stress-capacity"}
+    soaked = [e for e in model.load("gameday").entries if e.load_from]
+    assert {e.runbook for e in soaked} == {"db-failover", "web-node-failure", "lb-failover"}
+    assert {e.load_from for e in soaked} == {"stress-capacity"}
 
 
 def test_the_suites_comments_propose_every_entry_it_lacks() -> None:

@@ -81,6 +81,9 @@ PLAN: tuple[Cell, ...] = (
     Cell("web-host-crash", "host-crash", "web"),
     Cell("db-primary-crash", "host-crash", "db primary"),
     Cell("lb-vip-holder-crash", "host-crash", "lb", "VIP holder"),
+    Cell("web-service-kill-at-soak", "service-kill", "web", "at the soak load"),
+    Cell("db-primary-crash-at-soak", "host-crash", "db primary", "at the soak load"),
+    Cell("lb-vip-holder-crash-at-soak", "host-crash", "lb", "VIP holder, at the soak load"),
     Cell("db-failover-backup-lost", "host-crash", "backup", "during a db failover"),
     Cell("db-failover-mon-lost", "host-crash", "mon", "during a db failover"),
 )
@@ -336,7 +339,7 @@ def matrix(game: GameDay | None, suite: model.Suite, plan: Iterable[Cell] = PLAN
         lines += [f"- `{c.entry}` ({c.fault}, {c.column}): needs {c.needs}" for c in todo]
         said = {n for c in todo for n in NEEDS if n in c.needs}
         lines += [""] + [f"- {n}: {NEEDS[n]}." for n in NEEDS if n in said]
-    unplanned = sorted(names - planned - {"health-check"})
+    unplanned = sorted(names - planned - {"health-check", "stress-capacity"})
     if unplanned:
         lines += ["", f"Entries outside the matrix's plan: {', '.join(unplanned)}."]
     return "\n".join(lines) + "\n"
