@@ -557,7 +557,7 @@ def verify_write(inv: Inventory, primary: str, timeout_s: float = 60.0) -> int:
     acknowledged or TIMEOUT_S passes); it must be on PRIMARY. Returns its id."""
     import uuid
 
-    s = http.session(inv)
+    s = http.ledger_session(inv)
     key = f"verify-{uuid.uuid4()}"
     why = [""]
 
