@@ -30,12 +30,10 @@ from types import ModuleType
 import bcrypt
 import pytest
 import yaml
+from role_templates import ROLES, render
 
 from faultbook import secrets
 from faultbook.stack import http
-
-sys.path.insert(0, str(Path(__file__).parent))
-from role_templates import ROLES, render
 
 PASSWORDS = {
     "vault_monitoring_faultbook_password": "faultbook-pw-0123456789abcdefghij",

@@ -174,18 +174,9 @@ PASSWORD = "monitoring-password-0123456789abcdef"
 def write_vault(
     inv: Inventory, monkeypatch: pytest.MonkeyPatch, values: dict[str, str] | None = None
 ) -> None:
-    """An encrypted group_vars/all/vault.yml next to INV, as a real inventory keeps it."""
-    from faultbook import secrets
+    from vault_fixtures import write_vault as write
 
-    pw = inv.path.parent / "vault-password"
-    pw.parent.mkdir(parents=True, exist_ok=True)
-    pw.write_text("vault-pw\n")
-    vault = secrets._vault(b"vault-pw")
-    data = values if values is not None else {"vault_monitoring_faultbook_password": PASSWORD}
-    vf = inv.path.parent / "group_vars" / "all" / "vault.yml"
-    vf.parent.mkdir(parents=True, exist_ok=True)
-    vf.write_bytes(vault.encrypt(json.dumps(data).encode()))
-    monkeypatch.setenv("FAULTBOOK_VAULT_PASSWORD_FILE", str(pw))
+    write(inv, monkeypatch, values or {"vault_monitoring_faultbook_password": PASSWORD})
 
 
 def inventory(tmp_path: Path) -> Inventory:
