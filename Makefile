@@ -85,6 +85,7 @@ integration: setup
 	$(FB) lab up
 	$(FB) alerts stop
 	$(PYTEST) -q --durations=25 -m integration tests/integration/test_stack.py \
+	  tests/integration/test_hardening.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
 	  tests/integration/test_webtier.py tests/integration/test_incidents.py \
 	  tests/integration/test_oncall_browser.py tests/integration/test_drills.py \
