@@ -84,12 +84,12 @@ NBVAL = $(PYTEST) -q --nbval-lax -p no:cacheprovider runbooks/
 integration: setup
 	$(FB) lab up
 	$(FB) alerts stop
-	$(PYTEST) -q -m integration tests/integration/test_stack.py \
-	  tests/integration/test_security.py \
+	$(PYTEST) -q --durations=25 -m integration tests/integration/test_stack.py \
+	  tests/integration/test_security.py tests/integration/test_hardening.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
 	  tests/integration/test_webtier.py tests/integration/test_incidents.py \
 	  tests/integration/test_oncall_browser.py tests/integration/test_drills.py \
-	  tests/integration/test_detection.py \
+	  tests/integration/test_schedule.py tests/integration/test_detection.py \
 	  tests/integration/test_rollback.py tests/integration/test_restore.py \
 	  tests/integration/test_alerts.py
 	$(NBVAL)
@@ -119,8 +119,8 @@ demo: setup
 	exit $$rc
 
 # Lab up/down (the lab must be down), then, on a freshly provisioned lab, the
-# stack's throughput and every failover drill five times. Figures, not tests:
-# they go into docs/benchmarks.md.
+# stack's throughput, every failover drill five times, and the stress runbook's capacity.
+# Figures, not tests: they go into docs/benchmarks.md.
 bench: setup
 	$(PY) -m faultbook.report.bench lab
 	$(FB) lab up
@@ -129,6 +129,7 @@ bench: setup
 	$(PY) -m faultbook.report.bench drills --runs 5 --out $(REPORTS)/bench
 	$(PY) -m faultbook.report.bench restore --seed-mib 1024 --runs 3 --out $(REPORTS)/bench
 	$(PY) -m faultbook.alerts.bench --runs 5 --out $(REPORTS)/bench
+	$(FB) run stress -p mode drill --out $(REPORTS)/bench/stress
 	$(FB) lab down
 
 # The autopilot drills alone (alert -> receiver -> runbook), 5 runs per scenario.

@@ -129,6 +129,8 @@ def run_playbook(
     evars: dict[str, Any] = {"faultbook_pki_dir": str(state_dir(inv, create=True) / "pki")}
     evars.update(extravars or {})
     cmdline = []
+    if inv.is_lab:
+        secrets.ensure_lab_vault()  # a secret added since `lab up` made the vault
     vault_vars = secrets.vault_vars_file(inv)
     if vault_vars is not None:
         cmdline += ["-e", f"@{vault_vars}"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from faultbook.errors import ConfigError
 from faultbook.inventory import Inventory
 from faultbook.paths import lab_state_dir
 
@@ -28,6 +29,15 @@ VAULT_VARS: dict[str, int] = {
     "vault_keepalived_auth_pass": 8,
     # Alertmanager sends it as a bearer token; the controller's alert receiver checks it.
     "vault_alert_webhook_token": 40,  # VRRP PASS authentication uses at most 8 characters
+    # Bearer tokens of the ledger API's clients (role ledger, ledger_api_tokens): the
+    # controller's library, `make bench`'s wrk, the lab's integration tests.
+    "vault_ledger_token_faultbook": 40,
+    "vault_ledger_token_bench": 40,
+    "vault_ledger_token_tests": 40,
+    # Basic auth of Prometheus and Alertmanager (role monitoring, web config): the
+    # controller's library and alert tools, and the mon hosts' Prometheus.
+    "vault_monitoring_faultbook_password": 32,
+    "vault_monitoring_prometheus_password": 32,
 }
 
 
@@ -89,3 +99,20 @@ def read_vault(inv: Inventory) -> dict[str, str]:
     if pw is None or not vf.exists():
         return {}
     return yaml.safe_load(_vault(pw.read_text().strip().encode()).decrypt(vf.read_bytes())) or {}
+
+
+def require(inv: Inventory, var: str, purpose: str) -> str:
+    """One secret of the inventory's vault, or ConfigError naming it and where it belongs.
+
+    The message never holds a secret's value.
+    """
+    value = read_vault(inv).get(var)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    where = (
+        "the lab's vault (`faultbook lab up` or `faultbook provision` adds it)"
+        if inv.is_lab
+        else f"the vault of inventory {inv.name} (group_vars/all/vault.yml, "
+        "FAULTBOOK_VAULT_PASSWORD_FILE)"
+    )
+    raise ConfigError(f"{var} is missing from {where}; {purpose}")

@@ -24,7 +24,7 @@ import select
 import shlex
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -399,6 +399,9 @@ def _reason(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- commands
 
+# What a command reads: bytes, or a callable giving them once the command has started.
+Stdin = bytes | Callable[[], bytes] | None
+
 
 def run(
     inv: Inventory,
@@ -406,13 +409,17 @@ def run(
     command: str,
     timeout: float = 10.0,
     sudo: bool = False,
-    stdin: bytes | None = None,
+    stdin: Stdin = None,
 ) -> CommandResult:
     """Run one command on one host; raise SSHError when the host cannot be reached.
 
     ``stdin`` is written to the command's standard input (then closed): the
-    way to hand a command a secret without putting it on a command line.
-    ``timeout`` bounds connecting, and separately the command's whole run.
+    way to hand a command a secret without putting it on a command line. A
+    callable is called once the command has started, and what it returns is
+    written then: the way to start a command that waits for an answer the
+    caller does not have yet (the switchover's promote waits for the demote's
+    LSN). ``timeout`` bounds connecting, and separately the command's whole
+    run (the callable's wait included).
     """
     t = target(inv, host)
     cmd = f"sudo -n sh -c {_quote(command)}" if sudo else command
@@ -444,7 +451,7 @@ def _open_session(c: _Conn, timeout: float) -> paramiko.Channel:
 
 
 def _execute(
-    t: Target, c: _Conn, chan: paramiko.Channel, cmd: str, stdin: bytes | None, timeout: float
+    t: Target, c: _Conn, chan: paramiko.Channel, cmd: str, stdin: Stdin, timeout: float
 ) -> CommandResult:
     """Run the command on an open session; no retry from here on (it may have started)."""
     deadline = time.monotonic() + timeout
@@ -467,9 +474,10 @@ def _execute(
     finally:
         watchdog.cancel()
     try:
-        if stdin is not None:
+        data = stdin() if callable(stdin) else stdin
+        if data:
             chan.settimeout(max(0.01, deadline - time.monotonic()))
-            chan.sendall(stdin)
+            chan.sendall(data)
         chan.shutdown_write()
         out, err = bytearray(), bytearray()
         while True:

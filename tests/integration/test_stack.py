@@ -45,7 +45,7 @@ def post(
     if key is not None:
         headers["Idempotency-Key"] = key
     data = raw if raw is not None else json.dumps(body).encode()
-    return http.session(lab.inv).post(
+    return http.ledger_session(lab.inv, "tests").post(
         http.vip_url(lab.inv, "/orders"), data=data, headers=headers, timeout=20
     )
 
@@ -69,7 +69,7 @@ def test_post_then_get_through_the_vip_over_https(stacked: Lab) -> None:
     r = post(stacked, {"customer": "ada", "amount_cents": 1234}, key)
     assert r.status_code == 201, r.text
     order = r.json()
-    g = http.session(stacked.inv).get(
+    g = http.ledger_session(stacked.inv, "tests").get(
         http.vip_url(stacked.inv, f"/orders/{order['id']}"), timeout=10
     )
     assert g.status_code == 200
@@ -199,7 +199,7 @@ def test_sql_metacharacters_are_data(stacked: Lab) -> None:
     r = post(stacked, {"customer": evil, "amount_cents": 1}, key)
     assert r.status_code == 201
     got = (
-        http.session(stacked.inv)
+        http.ledger_session(stacked.inv, "tests")
         .get(http.vip_url(stacked.inv, f"/orders/{r.json()['id']}"), timeout=10)
         .json()
     )

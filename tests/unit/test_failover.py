@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -110,10 +112,14 @@ def script_host(monkeypatch: pytest.MonkeyPatch, answers: dict) -> list:
 
     calls: list[tuple[str, str]] = []
 
-    def run(inv: object, host: str, cmd: str, timeout: float = 0, sudo: bool = False):
+    def run(inv: object, host: str, cmd: str, timeout: float = 0, sudo: bool = False, stdin=None):
         assert sudo, "the failover script runs as root"
-        calls.append((host, cmd))
+        fed = (stdin() if callable(stdin) else stdin or b"").decode().strip()
+        calls.append((host, f"{cmd} <{fed}" if fed else cmd))
         sub = cmd.split()[1] if len(cmd.split()) > 1 else ""
+        lsn_given = re.fullmatch(r"[0-9A-F]+/[0-9A-F]+", fed)
+        if sub == "promote" and cmd.split()[2] == "-" and not lsn_given:
+            return ssh.CommandResult(host, 3, "result=refused reason=no-lsn-given\n", "")
         default = {"hold": (0, "result=holding\n"), "release": (0, "result=released\n")}.get(
             sub, answers.get(host)
         )
@@ -193,9 +199,10 @@ def test_fast_switchover_promotes_at_the_shutdown_checkpoint(
         ("db3", f"{failover.FAILOVER_SCRIPT} hold"),
     }
     assert calls[2] == ("db1", f"{failover.FAILOVER_SCRIPT} demote")
-    # Then, at once: the candidate promotes while the other standby follows it.
+    # Then, at once: the candidate, waiting since before the demote, reads the shutdown
+    # checkpoint's LSN and promotes, while the other standby follows it.
     assert set(calls[3:5]) == {
-        ("db2", f"{failover.FAILOVER_SCRIPT} promote 0/6000028 7"),
+        ("db2", f"{failover.FAILOVER_SCRIPT} promote - 7 <0/6000028"),
         ("db3", f"{failover.FAILOVER_SCRIPT} follow db2"),
     }
     # After the pause the follower's hold ends (the candidate's ended with its promote).
@@ -217,7 +224,11 @@ def test_fast_switchover_without_a_checkpoint_stops_before_promoting(
     with pytest.raises(failover.StackError, match="is not an LSN.*left as found"):
         failover.fast_switchover(FakeInv(["db1", "db2", "db3"]), "db1", "db2")  # type: ignore[arg-type]
     assert sorted(h for h, _ in calls[:2]) == ["db2", "db3"]  # both standbys held
-    assert [h for h, _ in calls[2:]] == ["db1"], "nothing is promoted without the checkpoint"
+    # The candidate's promote, started before the demote, is handed no LSN: it refuses.
+    assert sorted(calls[2:]) == [
+        ("db1", f"{failover.FAILOVER_SCRIPT} demote"),
+        ("db2", f"{failover.FAILOVER_SCRIPT} promote - 10 <none"),
+    ], "nothing is promoted without the checkpoint"
 
 
 DEMOTED = (0, "result=demoted host=db1 checkpoint_lsn=0/6000028\n")

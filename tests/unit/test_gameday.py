@@ -20,6 +20,10 @@ COLUMN = {
     ("web-node-failure", "web"): "web",
     ("db-failover", "primary"): "db primary",
     ("lb-failover", "vip-holder"): "lb",
+    ("fault-observe", "primary"): "db primary",
+    ("fault-observe", "web"): "web",
+    ("fault-observe", "any-standby"): "db standby",
+    ("fault-observe", "backup"): "backup",
 }
 
 
@@ -36,13 +40,19 @@ def test_the_gameday_suite_validates_and_every_drill_accepts_its_fault() -> None
     s = model.load("gameday")
     assert s.name == "gameday" and s.entries[0].runbook == "health-check"
     for e in s.entries[1:]:
+        if e.runbook == "stress":
+            assert e.params["mode"] == "drill", e.name  # the load the -at-soak entries take
+            continue
         fault = e.params["fault"]
         assert e.params["mode"] == "drill" and fault in steps.DRILLS[e.runbook].faults, e.name
         assert e.limits == {} and e.objectives()["lost_writes"] == 0, e.name
         ((target),) = e.targets
         assert target.param == "target"
         cell = next(c for c in gameday.PLAN if c.entry == e.name)
-        assert (cell.fault, cell.column) == (fault, COLUMN[(e.runbook, target.role)]), e.name
+        also = e.params.get("also_fault")
+        # A second host lost during the drill: its cell is that host's tier.
+        column = also.split("@")[1] if also else COLUMN[(e.runbook, target.role)]
+        assert (cell.fault, cell.column) == (fault, column), e.name
 
 
 def test_the_plan_covers_the_game_day_and_says_what_the_rest_needs() -> None:
@@ -74,7 +84,10 @@ def test_the_plan_covers_the_game_day_and_says_what_the_rest_needs() -> None:
         assert c.column in gameday.COLUMNS
         if c.entry not in names:
             assert c.needs and all(part in gameday.NEEDS for part in c.needs.split(", "))
-    assert names - {c.entry for c in gameday.PLAN} == {"health-check"}
+    assert names - {c.entry for c in gameday.PLAN} == {"health-check", "stress-capacity"}
+    soaked = [e for e in model.load("gameday").entries if e.load_from]
+    assert {e.runbook for e in soaked} == {"db-failover", "web-node-failure", "lb-failover"}
+    assert {e.load_from for e in soaked} == {"stress-capacity"}
 
 
 def test_the_suites_comments_propose_every_entry_it_lacks() -> None:
@@ -198,8 +211,10 @@ def test_the_matrix_of_the_latest_game_day(tmp_path: Path, home: Path) -> None:
     part = next(ln for ln in page.splitlines() if ln.startswith("| `partition` |"))
     assert "**skipped**: not in steady state: lb2: haproxy inactive" in part
     disk = next(ln for ln in page.splitlines() if ln.startswith("| `disk-full` |"))
-    assert "`db-primary-wal-disk-full` (pg_wal)<br>not drilled yet: needs the fault-observe" in disk
-    assert "## Not drilled yet" in page and "db-failover's also_fault: a second fault" in page
+    assert "`db-primary-wal-disk-full` (pg_wal)<br>not run" in disk  # in the suite, not run
+    skew = next(ln for ln in page.splitlines() if ln.startswith("| `clock-skew` |"))
+    assert "`db-primary-clock-skew` (real hosts)<br>not drilled yet: needs libfaketime" in skew
+    assert "## Not drilled yet" in page and "libfaketime in the lab image: lab hosts share" in page
     entries = page.split("## Entries", 1)[1]
     assert (
         "| `db-primary-process-freeze` | db-failover | process-freeze | h1 | fail | 4.2 s | 0 | 3 |"

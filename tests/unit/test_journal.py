@@ -430,11 +430,11 @@ def test_preflight_needs_one_prometheus_of_the_redundant_pair(
         groups={"mon": ("mon1", "mon2")},
         vars={},
     )
-    up = {"http://192.0.2.52:9090"}
+    up = {"mon2"}
 
-    def rules(url: str) -> list[dict[str, object]]:
-        if url not in up:
-            raise PrometheusError(f"cannot reach {url}", transient=True)
+    def rules(inv: Inventory, host: str) -> list[dict[str, object]]:
+        if host not in up:
+            raise PrometheusError(f"cannot reach {host}", transient=True)
         return [{"name": "NoWritablePrimary", "health": "ok"}]
 
     monkeypatch.setattr(preflight, "_rules", rules)

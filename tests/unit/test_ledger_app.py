@@ -451,25 +451,173 @@ def test_created_at_is_rendered_in_utc() -> None:
 # ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def client():  # type: ignore[no-untyped-def]
+TOKEN = "drills-token-0123456789abcdefghij"
+OTHER_TOKEN = "bench-token-0123456789abcdefghijk"
+TOKENS = ledger.ClientTokens.parse(
+    f"faultbook sha256:{ledger.token_digest(TOKEN).hex()}\n"
+    f"bench sha256:{ledger.token_digest(OTHER_TOKEN).hex()}\n",
+    "test",
+)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def app_with(store: FakeStore, tokens: object = TOKENS):  # type: ignore[no-untyped-def]
     pytest.importorskip("flask")
     pytest.importorskip("prometheus_client")
-    app = ledger.create_app(ledger.Settings(retry_seconds=0.0), store=FakeStore())
-    return app.test_client()
+    return ledger.create_app(ledger.Settings(retry_seconds=0.0), store=store, tokens=tokens)
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture
+def client(store: FakeStore):  # type: ignore[no-untyped-def]
+    return app_with(store).test_client()
 
 
 def test_http_post_then_get(client) -> None:  # type: ignore[no-untyped-def]
-    created = client.post("/orders", json=GOOD, headers={"Idempotency-Key": "k-1"})
+    created = client.post("/orders", json=GOOD, headers={"Idempotency-Key": "k-1", **AUTH})
     assert created.status_code == 201
-    fetched = client.get(f"/orders/{created.get_json()['id']}")
+    fetched = client.get(f"/orders/{created.get_json()['id']}", headers=AUTH)
     assert fetched.get_json() == created.get_json()
 
 
 def test_http_oversize_body_is_413(client) -> None:  # type: ignore[no-untyped-def]
     big = b"x" * (ledger.MAX_BODY_BYTES + 1)
-    resp = client.post("/orders", data=big, headers={"Idempotency-Key": "k-1"})
+    resp = client.post("/orders", data=big, headers={"Idempotency-Key": "k-1", **AUTH})
     assert resp.status_code == 413
+
+
+# ----------------------------------------------------------------------------
+# Client tokens
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "error"),
+    [
+        ({}, 401, "missing_token"),
+        ({"Authorization": ""}, 401, "missing_token"),
+        ({"Authorization": f"Basic {TOKEN}"}, 401, "missing_token"),
+        ({"Authorization": "Bearer "}, 401, "missing_token"),
+        ({"Authorization": "Bearer not-the-token"}, 403, "invalid_token"),
+        ({"Authorization": f"Bearer {TOKEN}x"}, 403, "invalid_token"),
+    ],
+)
+def test_a_post_without_a_valid_token_is_refused_and_writes_nothing(
+    store: FakeStore, headers: dict[str, str], status: int, error: str
+) -> None:
+    client = app_with(store).test_client()
+    resp = client.post("/orders", json=GOOD, headers={"Idempotency-Key": "k-1", **headers})
+    assert resp.status_code == status
+    assert resp.get_json()["error"] == error
+    assert (resp.headers.get("WWW-Authenticate") is not None) is (status == 401)
+    assert store.rows == {} and store.calls == 0
+    assert TOKEN not in resp.get_data(as_text=True)
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'ledger_auth_refused_total{{reason="{error}"}} 1.0' in metrics
+
+
+def test_every_client_has_its_own_token_and_reads_need_one(store: FakeStore) -> None:
+    client = app_with(store).test_client()
+    other = {"Authorization": f"bearer {OTHER_TOKEN}"}  # the scheme is case-insensitive
+    created = client.post("/orders", json=GOOD, headers={"Idempotency-Key": "k-1", **other})
+    assert created.status_code == 201
+    assert client.get("/orders/1").status_code == 401
+    assert client.get("/orders/1", headers={"Authorization": "Bearer x"}).status_code == 403
+    assert client.get("/orders/1", headers=AUTH).status_code == 200
+    assert store.calls == 2  # the refused reads never reached the store
+    for open_path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(open_path).status_code == 200
+
+
+def test_client_for_names_the_client_and_compares_every_digest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compared: list[bytes] = []
+    real = ledger.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(ledger.hmac, "compare_digest", spy)
+    assert TOKENS.client_for(TOKEN) == "faultbook"
+    assert len(compared) == 2  # no early exit on the first client's match
+    assert TOKENS.client_for(OTHER_TOKEN) == "bench"
+    assert TOKENS.client_for("") is None
+    assert TOKENS.clients == ("faultbook", "bench")
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "names no client"),
+        ("# only a comment\n\n", "names no client"),
+        (f"faultbook {DIGEST} extra\n", "line 1: expected '<client> sha256:<64 hex digits>'"),
+        (f"Faultbook {DIGEST}\n", "line 1: client name 'Faultbook' must be"),
+        ("faultbook s3cr3t-token-in-clear\n", "never the token itself"),
+        ("faultbook sha256:abc\n", "expected '<client> sha256:<64 hex digits>'"),
+        (f"a {DIGEST}\n# c\na sha256:{'cd' * 32}\n", "line 3: client a is already on line 1"),
+        (f"a {DIGEST}\nb {DIGEST}\n", "line 2: client b has the same token as a"),
+    ],
+)
+def test_a_bad_tokens_file_is_one_line_naming_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(ledger.TokenConfigError) as err:
+        ledger.ClientTokens.parse(text, "/etc/ledger/api-tokens")
+    assert message in str(err.value)
+    assert str(err.value).startswith("/etc/ledger/api-tokens")
+    assert "\n" not in str(err.value)
+    assert "s3cr3t" not in str(err.value)
+
+
+def test_the_tokens_file_must_not_be_accessible_to_every_user(tmp_path: Path) -> None:
+    path = tmp_path / "api-tokens"
+    path.write_text(f"faultbook {DIGEST}\n")
+    path.chmod(0o644)
+    with pytest.raises(ledger.TokenConfigError, match=r"accessible to every user \(mode 0644\)"):
+        ledger.load_tokens(str(path))
+    path.chmod(0o640)
+    assert ledger.load_tokens(str(path)).clients == ("faultbook",)
+    with pytest.raises(ledger.TokenConfigError, match="cannot read the client tokens file"):
+        ledger.load_tokens(str(tmp_path / "missing"))
+    with pytest.raises(ledger.TokenConfigError, match="not a regular file"):
+        ledger.load_tokens(str(tmp_path))
+
+
+def test_the_app_does_not_start_without_usable_tokens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("flask")
+    pytest.importorskip("prometheus_client")
+    path = tmp_path / "api-tokens"
+    path.write_text("faultbook nonsense\n")
+    path.chmod(0o600)
+    for settings in (ledger.Settings(), ledger.Settings(tokens_file=str(path))):
+        with pytest.raises(SystemExit) as stop:
+            ledger.create_app(settings, store=FakeStore())
+        assert stop.value.code == ledger.WORKER_BOOT_ERROR
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors[0].startswith("cannot start: LEDGER_TOKENS_FILE is not set")
+    assert errors[1].startswith(f"cannot start: {path} line 1:")
+    assert ledger.Settings.from_env({"LEDGER_TOKENS_FILE": str(path)}).tokens_file == str(path)
+
+
+def test_check_tokens_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "api-tokens"
+    path.write_text(f"faultbook {DIGEST}\nbench sha256:{'cd' * 32}\n")
+    path.chmod(0o640)
+    assert ledger.main(["check-tokens", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: 2 clients: faultbook, bench"
+    path.chmod(0o644)
+    assert ledger.main(["check-tokens", str(path)]) == 1
+    assert "accessible to every user" in capsys.readouterr().err
+    assert ledger.main([]) == 2
 
 
 def test_http_metrics_count_requests(client) -> None:  # type: ignore[no-untyped-def]
@@ -840,13 +988,12 @@ def test_http_get_from_a_standby_sets_the_header_and_counts_it() -> None:
     pytest.importorskip("flask")
     pytest.importorskip("prometheus_client")
     store = FakeStore()
-    app = ledger.create_app(ledger.Settings(retry_seconds=0.0), store=store)
-    client = app.test_client()
-    created = client.post("/orders", json=GOOD, headers={"Idempotency-Key": "k-1"})
-    assert client.get("/orders/1").headers["X-Ledger-Source"] == "primary"
+    client = app_with(store).test_client()
+    created = client.post("/orders", json=GOOD, headers={"Idempotency-Key": "k-1", **AUTH})
+    assert client.get("/orders/1", headers=AUTH).headers["X-Ledger-Source"] == "primary"
     store.standby_rows[1] = store.rows["k-1"]
     store.fail_next = 1
-    fetched = client.get("/orders/1")
+    fetched = client.get("/orders/1", headers=AUTH)
     assert fetched.get_json() == created.get_json()
     assert fetched.headers["X-Ledger-Source"] == "standby"
     text = client.get("/metrics").get_data(as_text=True)

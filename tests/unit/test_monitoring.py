@@ -5,6 +5,7 @@ The canned answers follow the Prometheus HTTP API (v1) formats.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import socket
@@ -111,6 +112,9 @@ class FakePrometheus:
     def __init__(self) -> None:
         self.routes: dict[str, Callable[[dict[str, str]], Answer]] = {}
         self.calls: list[tuple[str, dict[str, str]]] = []
+        # When set, basic auth is required as the web config does: else 401.
+        self.users: dict[str, str] | None = None
+        self.auth_seen: list[str | None] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -127,8 +131,15 @@ class FakePrometheus:
                 url = urlsplit(self.path)
                 params = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 fake.calls.append((url.path, params))
+                auth = self.headers.get("Authorization")
+                fake.auth_seen.append(auth)
                 route = fake.routes.get(url.path)
                 status, body = route(params) if route else (404, "404 page not found")
+                if fake.users is not None and auth not in {
+                    "Basic " + base64.b64encode(f"{u}:{p}".encode()).decode()
+                    for u, p in fake.users.items()
+                }:
+                    status, body = 401, "Unauthorized\n"
                 data = (body if isinstance(body, str) else json.dumps(body)).encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
@@ -157,6 +168,17 @@ def prom() -> Iterator[FakePrometheus]:
     fake.close()
 
 
+PASSWORD = "monitoring-password-0123456789abcdef"
+
+
+def write_vault(
+    inv: Inventory, monkeypatch: pytest.MonkeyPatch, values: dict[str, str] | None = None
+) -> None:
+    from vault_fixtures import write_vault as write
+
+    write(inv, monkeypatch, values or {"vault_monitoring_faultbook_password": PASSWORD})
+
+
 def inventory(tmp_path: Path) -> Inventory:
     return Inventory(
         path=tmp_path / "hosts.yml",
@@ -168,8 +190,8 @@ def inventory(tmp_path: Path) -> Inventory:
 
 def test_prometheus_url(tmp_path: Path) -> None:
     inv = inventory(tmp_path)
-    assert monitoring.prometheus_url(inv) == "http://192.0.2.40:9090"
-    assert monitoring.prometheus_urls(inv) == ["http://192.0.2.40:9090"]
+    assert monitoring.prometheus_url(inv) == "https://192.0.2.40:9090"
+    assert monitoring.prometheus_urls(inv) == ["https://192.0.2.40:9090"]
     assert monitoring.answered_by(inv) is None
 
 
@@ -189,11 +211,13 @@ def test_any_mon_host_answers_and_the_one_that_did_is_asked_first(
     prom: FakePrometheus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """mon1 refuses (nothing listens on its port); mon2's Prometheus answers."""
+    prom.users = {"faultbook": PASSWORD}
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
     dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
     dead.close()
     inv = two_mon(tmp_path)
+    write_vault(inv, monkeypatch)
     urls = {"mon1": dead_url, "mon2": prom.url}
     monkeypatch.setattr(
         monitoring,
@@ -212,9 +236,9 @@ def test_any_mon_host_answers_and_the_one_that_did_is_asked_first(
 
 def test_answered_by_names_the_mon_host(tmp_path: Path) -> None:
     inv = two_mon(tmp_path)
-    monitoring._answered[str(inv.path)] = "http://127.0.0.2:9090"
+    monitoring._answered[str(inv.path)] = "https://127.0.0.2:9090"
     assert monitoring.answered_by(inv) == "mon2"
-    assert monitoring.prometheus_urls(inv) == ["http://127.0.0.2:9090", "http://127.0.0.1:9090"]
+    assert monitoring.prometheus_urls(inv) == ["https://127.0.0.2:9090", "https://127.0.0.1:9090"]
 
 
 def test_query_vector(prom: FakePrometheus) -> None:
@@ -383,11 +407,13 @@ def test_stack_helpers_delegate(
     prom: FakePrometheus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(monitoring, "prometheus_urls", lambda inv: [prom.url])
+    prom.users = {"faultbook": PASSWORD}
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
     monkeypatch.setenv("HTTP_PROXY", "http://192.0.2.1:3128")
     prom.routes["/api/v1/query"] = lambda p: VECTOR if p["query"] == "up" else BAD_QUERY
     prom.routes["/api/v1/alerts"] = lambda p: ALERTS
     inv = inventory(tmp_path)
+    write_vault(inv, monkeypatch)
     raw = monitoring.raw_query(inv, "up")
     assert raw == VECTOR[1]["data"]["result"]
     firing = monitoring.firing_alerts(inv)
@@ -395,3 +421,67 @@ def test_stack_helpers_delegate(
     with pytest.raises(FaultbookError, match="bad_data"):
         monitoring.raw_query(inv, "sum(")
     assert len(monitoring.query(inv, "up")) == 3
+
+
+# ------------------------------------------------------ credentials (web config)
+def test_an_inventory_target_sends_the_vaults_basic_auth_and_a_url_target_none(
+    prom: FakePrometheus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitoring, "prometheus_urls", lambda inv: [prom.url])
+    prom.routes["/api/v1/query"] = lambda p: VECTOR
+    inv = inventory(tmp_path)
+    write_vault(inv, monkeypatch)
+    assert len(monitoring.query(inv, "up")) == 3
+    expected = "Basic " + base64.b64encode(f"faultbook:{PASSWORD}".encode()).decode()
+    assert prom.auth_seen[-1] == expected
+    monitoring.query(prom.url, "up")
+    assert prom.auth_seen[-1] is None
+
+
+def test_a_refused_password_is_a_one_line_error_without_it(
+    prom: FakePrometheus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitoring, "prometheus_urls", lambda inv: [prom.url])
+    prom.routes["/api/v1/query"] = lambda p: VECTOR
+    prom.users = {"faultbook": "another-password"}
+    inv = inventory(tmp_path)
+    write_vault(inv, monkeypatch)
+    with pytest.raises(PrometheusError) as err:
+        monitoring.query(inv, "up")
+    msg = str(err.value)
+    assert "HTTP 401" in msg and "vault_monitoring_faultbook_password" in msg
+    assert PASSWORD not in msg and "\n" not in msg
+    assert not err.value.transient  # asking the next mon host would not help
+
+
+def test_no_password_in_the_vault_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faultbook.errors import ConfigError
+
+    inv = inventory(tmp_path)
+    write_vault(inv, monkeypatch, {"vault_other": "x"})
+    with pytest.raises(ConfigError, match="vault_monitoring_faultbook_password is missing"):
+        monitoring.query(inv, "up")
+
+
+def test_one_mon_host_is_asked_by_name(
+    prom: FakePrometheus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inv = two_mon(tmp_path)
+    write_vault(inv, monkeypatch)
+    port = int(prom.url.rsplit(":", 1)[1])
+    monkeypatch.setattr(monitoring, "PROMETHEUS_PORT", port)
+    monkeypatch.setattr(monitoring, "_url", lambda address: f"http://{address}:{port}")
+    prom.routes["/api/v1/rules"] = lambda p: ok({"groups": []})
+    assert monitoring.api(inv, "/api/v1/rules", host="mon1") == {"groups": []}
+    with pytest.raises(PrometheusError, match="cannot reach"):
+        monitoring.api(inv, "/api/v1/rules", host="mon2", timeout=0.5)  # 127.0.0.2: nothing
+    with pytest.raises(ParameterError, match="not in group mon"):
+        two = Inventory(
+            path=inv.path,
+            hosts={**inv.hosts, "web1": Host("web1", "127.0.0.3", ("web",))},
+            groups={**inv.groups, "web": ("web1",)},
+            vars={},
+        )
+        monitoring.api(two, "/api/v1/rules", host="web1")

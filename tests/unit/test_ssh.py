@@ -115,17 +115,26 @@ class Server(paramiko.ServerInterface):
                 threading.Thread(target=_bridge, args=(chan, dest), daemon=True).start()
 
     def _exec(self, channel: paramiko.Channel, command: bytes) -> None:
-        data = bytearray()
-        channel.settimeout(5)
+        # As sshd does: the command starts at once, and reads its stdin as it arrives.
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command.decode()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        channel.settimeout(10)
         with contextlib.suppress(Exception):
             while chunk := channel.recv(65536):
-                data += chunk
-        proc = subprocess.run(
-            ["/bin/sh", "-c", command.decode()], input=bytes(data), capture_output=True
-        )
+                proc.stdin.write(chunk)
+                proc.stdin.flush()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        proc.stdin = None  # closed: communicate() only reads
+        out, err = proc.communicate()
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            channel.sendall(proc.stdout)
-            channel.sendall_stderr(proc.stderr)
+            channel.sendall(out)
+            channel.sendall_stderr(err)
             channel.send_exit_status(proc.returncode)
         channel.close()
 
@@ -229,6 +238,25 @@ def test_command_stdout_stderr_rc_and_stdin(lab: Lab) -> None:
     assert (r.host, r.rc, r.stdout, r.stderr) == ("target", 3, "out\n", "err\n")
     r = ssh.run(inv, "target", "cat", timeout=5, stdin=b"secret\n")
     assert r.ok and r.stdout == "secret\n"
+
+
+def test_stdin_from_a_callable_is_written_after_the_command_started(lab: Lab) -> None:
+    """The command runs before the caller has its input: it writes a file at once,
+    and the callable sees that file before it returns what the command reads."""
+    inv = inventory.load(lab.inventory())
+    mark = lab.tmp / "started"
+    seen: list[bool] = []
+
+    def later() -> bytes:
+        deadline = time.monotonic() + 5
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append(mark.exists())
+        return b"0/6000028\n"
+
+    r = ssh.run(inv, "target", f"touch {mark}; read -r lsn; echo got=$lsn", timeout=10, stdin=later)
+    assert seen == [True]
+    assert r.ok and r.stdout == "got=0/6000028\n"
 
 
 def test_second_run_reuses_the_connection(lab: Lab) -> None:

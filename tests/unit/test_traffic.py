@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import requests
 
 from faultbook.drills import traffic
 from faultbook.drills.impact import DrillResult
@@ -416,11 +417,25 @@ def test_for_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         groups={"lb": ("lb1",)},
         vars={"vip": "192.0.2.10"},
     )
+    from vault_fixtures import write_vault
+
+    from faultbook.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vault_ledger_token_faultbook is missing"):
+        Traffic.for_inventory(inv, LoadSpec())  # before any load: no token, no drill
+    token = "ledger-token-0123456789abcdefghijklmnop"
+    write_vault(inv, monkeypatch, {"vault_ledger_token_faultbook": token})
     t = Traffic.for_inventory(inv, LoadSpec())
     assert t.base_url == "https://192.0.2.10"
     s = t._session_factory()
     assert s.trust_env is False
     assert s.verify == str(tmp_path / "inventories/staging/pki/ca.crt")
+    # The token goes to the VIP only, and no repr shows it.
+    to_vip = s.prepare_request(requests.Request("GET", "https://192.0.2.10/orders/1"))
+    assert to_vip.headers["Authorization"] == f"Bearer {token}"
+    elsewhere = s.prepare_request(requests.Request("GET", "https://192.0.2.51:9090/"))
+    assert "Authorization" not in elsewhere.headers
+    assert token not in repr(s.auth) and "***" in repr(s.auth)
 
 
 def test_drill_result_from_live_records(ledger: FakeLedger) -> None:

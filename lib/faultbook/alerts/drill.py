@@ -187,7 +187,7 @@ def run(
         primary = psql.primary(inv)
         result = p.evaluate(primary)
         st.detail = "" if result is None else f"{result.lost_writes} lost of {result.acked_writes}"
-    _revert_all(p)
+    p.revert_all()  # the runbook may have reverted some already
     p.wait_steady(timeout_s=180)
     runs = [
         e
@@ -221,12 +221,6 @@ def _wait_idle(inv: Inventory, timeout_s: float) -> None:
             f"inventory {inv.name} is still busy ({h.get('what')}, {h.get('trigger')}) "
             f"after {timeout_s:g} s: an autopilot drill needs the stack to itself"
         ) from None
-
-
-def _revert_all(p: Procedure) -> None:
-    """Revert every journaled fault not yet reverted (the runbook may have done some)."""
-    p.revert()
-    p.journal.rollback_pending(by="procedure")
 
 
 def _healed(inv: Inventory, t0: datetime, runbook: str) -> dict[str, Any] | None:

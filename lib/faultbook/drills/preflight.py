@@ -106,10 +106,10 @@ def hosts_of(inv: Inventory, groups: Iterable[str]) -> list[str]:
     return out
 
 
-def _rules(url: str) -> list[dict[str, Any]]:
+def _rules(inv: Inventory, host: str) -> list[dict[str, Any]]:
     from faultbook.stack import monitoring
 
-    data = monitoring.api(url, "/api/v1/rules", {"type": "alert"}, timeout=5.0)
+    data = monitoring.api(inv, "/api/v1/rules", {"type": "alert"}, timeout=5.0, host=host)
     return [r for g in (data or {}).get("groups") or [] for r in g.get("rules") or []]
 
 
@@ -121,11 +121,10 @@ def check_prometheus(inv: Inventory, alert: str | None) -> list[Check]:
     up: list[str] = []
     down: list[str] = []
     for h in inv.group("mon"):
-        url = f"http://{h.address}:9090"
         try:
-            got = _rules(url)
+            got = _rules(inv, h.name)
         except FaultbookError as exc:
-            down.append(f"Prometheus on {h.name} ({url}) does not answer: {exc}")
+            down.append(f"Prometheus on {h.name} ({h.address}) does not answer: {exc}")
             continue
         up.append(h.name)
         rules = got if rules is None else rules

@@ -420,6 +420,12 @@ class Procedure:
                 self.entry, "procedure", "reverted", self.fault.describe(), self.fault.reverted_at
             )
 
+    def revert_all(self) -> None:
+        """Revert the drill's own fault, then every other journaled fault not yet
+        reverted (``inject_also``'s), newest first."""
+        self.revert()
+        self.journal.rollback_pending(by="procedure")
+
     # ---------------------------------------------------------------- result
     def stop_load(self, settle_s: float = 5.0) -> pd.DataFrame:
         """Keep the load a little past recovery, then stop it and return the records."""

@@ -71,6 +71,15 @@ DRILLS: dict[str, DrillSpec] = {
         promql='probe_success{job="blackbox_https"}',
         prom_title="blackbox probe of the VIP over HTTPS (1 = success)",
     ),
+    # A fault that leaves its target answering, held under load, reverted, observed
+    # (drills.observe); the target is any host. Its timeline shows the VIP's probe.
+    "fault-observe": DrillSpec(
+        MODES,
+        ("delay-loss", "disk-full", "clock-skew", "process-freeze", "service-stop"),
+        "all",
+        promql='probe_success{job="blackbox_https"}',
+        prom_title="blackbox probe of the VIP over HTTPS (1 = success)",
+    ),
 }
 
 # Objective parameters of the drill runbooks and the metric each one bounds; -1 means none.
@@ -122,6 +131,12 @@ def begin(runbook: str, ns: Mapping[str, Any]) -> Procedure:
     inv = inventory_mod.load(ns["inventory"])
     if ns.get("target"):
         inv.member(ns["target"], spec.group)
+    if ns.get("also_fault"):
+        if ns["mode"] != "drill":
+            raise ParameterError(
+                f"also_fault={ns['also_fault']!r} is for drill mode only; mode is {ns['mode']!r}"
+            )
+        parse_also(inv, ns["also_fault"], spec.group)
     params = declared(runbook, ns)
     return Procedure.start(
         runbook, inv, ns["mode"], params, goals, confirm=bool(ns.get("confirm", False))
@@ -133,6 +148,41 @@ def fault(p: Procedure, kind: str, target: str) -> faults.Fault:
     spec = DRILLS[p.runbook]
     options = {} if kind in ("host-crash", "partition") or not spec.unit else {"unit": spec.unit}
     return faults.make(kind, p.inv, target, **options)
+
+
+# The second faults a drill may add before its own (``also_fault``): a whole host's.
+ALSO_KINDS = ("host-crash", "partition", "delay-loss")
+
+
+def parse_also(inv: inventory_mod.Inventory, spec: str, own_group: str) -> tuple[str, str]:
+    """``KIND@GROUP`` -> (KIND, the group's first host): a second fault, on a host of
+    another tier than the drill's own (the backup host or a mon host lost while the
+    primary is). One-line ParameterError otherwise."""
+    kind, sep, group = str(spec).partition("@")
+    if not sep or not kind or not group:
+        raise ParameterError(
+            f"also_fault={spec!r} is invalid: expected KIND@GROUP, e.g. host-crash@backup"
+        )
+    if kind not in ALSO_KINDS:
+        raise ParameterError(
+            f"also_fault kind {kind!r} is invalid: expected one of {', '.join(ALSO_KINDS)}"
+        )
+    if group == own_group or group == "all":
+        raise ParameterError(
+            f"also_fault group {group!r} is invalid: expected another group than the "
+            f"drill's own ({own_group})"
+        )
+    hosts = inv.group(group)  # InventoryError naming the known groups
+    if not hosts:
+        raise ParameterError(f"also_fault group {group!r} has no host in {inv.path}")
+    return kind, hosts[0].name
+
+
+def also_fault(p: Procedure, spec: str) -> faults.Fault:
+    """The drill's second fault (``parse_also``), to inject with ``Procedure.inject_also``
+    before its own."""
+    kind, host = parse_also(p.inv, spec, DRILLS[p.runbook].group)
+    return faults.make(kind, p.inv, host)
 
 
 def client_impact(p: Procedure, settle_s: float = 3.0) -> DrillResult:

@@ -244,8 +244,17 @@ class Traffic:
 
     @classmethod
     def for_inventory(cls, inv: Inventory, spec: LoadSpec) -> Traffic:
-        """Traffic through the inventory's VIP over HTTPS, TLS checked against the stack CA."""
-        return cls(http.vip_url(inv, ""), spec, session_factory=lambda: http.session(inv))
+        """Traffic through the inventory's VIP over HTTPS, TLS checked against the stack CA,
+        each request with the library's ledger token (``http.ledger_session``)."""
+        token = http.ledger_token(inv)  # read once: a missing token stops the drill here
+        vip = str(inv.vars["vip"])
+
+        def factory() -> requests.Session:
+            s = http.session(inv)
+            s.auth = http.BearerAuth(token, vip)
+            return s
+
+        return cls(http.vip_url(inv, ""), spec, session_factory=factory)
 
     # -- life cycle ---------------------------------------------------------
 

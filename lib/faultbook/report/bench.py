@@ -109,11 +109,24 @@ def bench_provision(runs: int) -> dict[str, Any]:
     }
 
 
-def _wrk(url: str, seconds: int, conns: int, threads: int, script: str | None) -> dict[str, Any]:
+def _wrk(
+    url: str,
+    seconds: int,
+    conns: int,
+    threads: int,
+    script: str | None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
     if script:
         cmd += ["-s", script]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(
+        [*cmd, url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        env={**os.environ, **(env or {})},
+    ).stdout
     res: dict[str, Any] = {"cmd": " ".join([*cmd, url])}
     for line in out.splitlines():
         parts = line.split()
@@ -191,7 +204,7 @@ def bench_vip(seconds: int) -> dict[str, Any]:
 
     lab = Lab()
     base = http.vip_url(lab.inv, "")
-    sess = http.session(lab.inv)
+    sess = http.ledger_session(lab.inv, "bench")
     r = sess.post(
         f"{base}/orders",
         json={"customer": "bench", "amount_cents": 1},
@@ -200,11 +213,14 @@ def bench_vip(seconds: int) -> dict[str, Any]:
     )
     r.raise_for_status()
     oid = r.json()["id"]
-    script = str(Path(__file__).parent / "bench_data" / "post_orders.lua")
+    scripts = Path(__file__).parent / "bench_data"
+    # The token reaches wrk's Lua scripts through the environment, which only
+    # root and this user can read (/proc/PID/environ), never through argv (ps).
+    env = {"FAULTBOOK_LEDGER_TOKEN": http.ledger_token(lab.inv, "bench")}
     return {
         "machine": machine(),
-        "get": _wrk(f"{base}/orders/{oid}", seconds, 32, 2, None),
-        "post": _wrk(base, seconds, 16, 2, script),
+        "get": _wrk(f"{base}/orders/{oid}", seconds, 32, 2, str(scripts / "get_order.lua"), env),
+        "post": _wrk(base, seconds, 16, 2, str(scripts / "post_orders.lua"), env),
     }
 
 

@@ -542,3 +542,54 @@ def restore_throughput(df: pd.DataFrame, title: str = "") -> Figure:
     _legend(ax)
     fig.tight_layout()
     return fig
+
+
+def stress_chart(
+    steps: pd.DataFrame, slo_p99_ms: float, capacity_rps: float | None = None
+) -> Figure:
+    """Latency (p50, p99) against the offered load of a stress ramp, with the SLO's
+    p99 line; the achieved rate on a second axis; the capacity marked."""
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    if len(steps) == 0:
+        ax.text(0.5, 0.5, "no ramp step ran", transform=ax.transAxes, ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    x = pd.to_numeric(steps["offered_rps"], errors="coerce")
+    ax.plot(x, steps["p50_ms"], "o-", color="tab:blue", label="p50 latency")
+    ax.plot(x, steps["p99_ms"], "s-", color="tab:orange", label="p99 latency")
+    broke = ~steps["holds_slo"].astype(bool)
+    ax.scatter(
+        x[broke],
+        steps.loc[broke, "p99_ms"],
+        s=120,
+        facecolors="none",
+        edgecolors="tab:red",
+        linewidths=2,
+        label="SLO broken",
+        zorder=3,
+    )
+    ax.axhline(
+        slo_p99_ms, color="tab:red", linestyle="--", linewidth=1, label=f"SLO p99 {slo_p99_ms:g} ms"
+    )
+    if capacity_rps is not None:
+        ax.axvline(
+            capacity_rps,
+            color="tab:green",
+            linestyle=":",
+            linewidth=1.5,
+            label=f"capacity {capacity_rps:g} req/s",
+        )
+    ax.set_xlabel("offered load (requests/s, open loop)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    twin = ax.twinx()
+    twin.plot(x, steps["achieved_rps"], "^:", color="tab:gray", label="answered ok (req/s)")
+    twin.set_ylabel("answered ok (requests/s)")
+    twin.set_ylim(0, max(float(x.max()), float(steps["achieved_rps"].max())) * 1.1)
+    lines, labels = ax.get_legend_handles_labels()
+    more, more_labels = twin.get_legend_handles_labels()
+    ax.legend(lines + more, labels + more_labels, loc="upper left", fontsize=8)
+    ax.set_title("stress ramp: latency against offered load")
+    fig.tight_layout()
+    return fig

@@ -240,10 +240,13 @@ def _script(inv: Inventory) -> str:
     return str(inv.vars.get("postgresql_failover_script", FAILOVER_SCRIPT))
 
 
-def run_script(inv: Inventory, host: str, args: str, timeout: float = 30.0) -> dict[str, str]:
-    """Run the failover script on HOST as root; its fields, or PromotionRefused / StackError."""
+def run_script(
+    inv: Inventory, host: str, args: str, timeout: float = 30.0, stdin: ssh.Stdin = None
+) -> dict[str, str]:
+    """Run the failover script on HOST as root; its fields, or PromotionRefused / StackError.
+    STDIN: what the script reads (``ssh.run``'s, a callable included)."""
     path = _script(inv)
-    res = ssh.run(inv, host, f"{path} {args}", timeout=timeout, sudo=True)
+    res = ssh.run(inv, host, f"{path} {args}", timeout=timeout, sudo=True, stdin=stdin)
     fields = parse_fields(res.stdout)
     what = args.split()[0] if args else "?"
     if res.rc == REFUSED_EXIT:
@@ -345,8 +348,7 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
         list(ex.map(lambda h: run_script(inv, h, "hold"), standbys))
     started = time.monotonic()
     try:
-        demoted = run_script(inv, old, "demote", timeout=60.0)
-        fields, followers = _switch(inv, old, new, demoted, catch_up_s)
+        demoted, fields, followers = _switch(inv, old, new, catch_up_s)
     except FaultbookError as exc:
         undo = undo_switchover(inv, old, new, refused=isinstance(exc, PromotionRefused))
         raise StackError(f"switchover {old} -> {new} failed: {exc}; {undo}") from None
@@ -360,22 +362,39 @@ def fast_switchover(inv: Inventory, old: str, new: str, catch_up_s: int = 10) ->
 
 
 def _switch(
-    inv: Inventory, old: str, new: str, demoted: dict[str, str], catch_up_s: int
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The pause after OLD's demote: NEW promotes once it has the shutdown checkpoint,
-    while the other standbys switch to following it (their slots exist since ``hold``:
-    they cascade from NEW, then follow it onto the new timeline)."""
-    from concurrent.futures import ThreadPoolExecutor
+    inv: Inventory, old: str, new: str, catch_up_s: int
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """The pause: NEW's promote is started first and waits on its stdin; OLD demotes;
+    the shutdown checkpoint's LSN goes to NEW the moment the demote reports it (no
+    round trip between the two), and NEW promotes once it has flushed that LSN,
+    while the other standbys switch to following it (their slots exist since
+    ``hold``: they cascade from NEW, then follow it onto the new timeline). A demote
+    that fails hands NEW no LSN: it refuses and promotes nothing. Returns the
+    demote's, the promote's and the followers' answers."""
+    from concurrent.futures import Future, ThreadPoolExecutor
 
-    lsn = demoted.get("checkpoint_lsn", "")
-    parse_lsn(lsn)  # ParseError when the demote reported none
     others = [h.name for h in inv.group("db") if h.name not in (old, new)]
+    demote_timeout = 60.0
+    handoff: Future[bytes] = Future()  # what NEW's promote reads: the LSN, or a refusal
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="switchover") as ex:
         promoting = ex.submit(
-            run_script, inv, new, f"promote {lsn} {int(catch_up_s)}", catch_up_s + 70.0
+            run_script,
+            inv,
+            new,
+            f"promote - {int(catch_up_s)}",
+            demote_timeout + catch_up_s + 75.0,
+            lambda: handoff.result(timeout=demote_timeout + 5),
         )
+        try:
+            demoted = run_script(inv, old, "demote", demote_timeout)
+            lsn = demoted.get("checkpoint_lsn", "")
+            parse_lsn(lsn)  # ParseError when the demote reported none
+        except BaseException:
+            handoff.set_result(b"none\n")  # not an LSN: NEW refuses, promotes nothing
+            raise
+        handoff.set_result(f"{lsn}\n".encode())
         repointing = ex.submit(_repoint, inv, new, others)
-        return promoting.result(), repointing.result()
+        return demoted, promoting.result(), repointing.result()
 
 
 def undo_switchover(inv: Inventory, old: str, new: str, refused: bool) -> str:
@@ -538,7 +557,7 @@ def verify_write(inv: Inventory, primary: str, timeout_s: float = 60.0) -> int:
     acknowledged or TIMEOUT_S passes); it must be on PRIMARY. Returns its id."""
     import uuid
 
-    s = http.session(inv)
+    s = http.ledger_session(inv)
     key = f"verify-{uuid.uuid4()}"
     why = [""]
 

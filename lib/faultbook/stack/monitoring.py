@@ -1,8 +1,10 @@
 """Prometheus' HTTP API into pandas: instant and range queries, alerts, waiting for either.
 
-Every function takes the target as an ``Inventory`` (Prometheus runs on the
-first host of group ``mon``, port 9090) or as a base URL string such as
-``"http://127.0.0.1:9090"`` (tests, tunnels).
+Every function takes the target as an ``Inventory`` (Prometheus runs on every
+host of group ``mon``, port 9090, HTTPS with basic auth: the inventory's CA and
+the vault's ``vault_monitoring_faultbook_password``, through
+``http.monitoring_session``) or as a base URL string such as
+``"http://127.0.0.1:9090"`` (tests, tunnels; no credentials are sent there).
 
 Frames
     ``query``        one row per series: the label columns (sorted, ``__name__``
@@ -55,12 +57,17 @@ CONNECT_TIMEOUT_S = 1.0
 _answered: dict[str, str] = {}
 
 
+def _url(address: str) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"https://{host}:{PROMETHEUS_PORT}"
+
+
 def prometheus_urls(inv: Inventory) -> list[str]:
     """Every mon host's Prometheus, the one that answered last first.
 
     Each mon host runs the same scrape config and rules, so any of them will do.
     """
-    urls = [f"http://{h.address}:{PROMETHEUS_PORT}" for h in inv.group("mon")]
+    urls = [_url(h.address) for h in inv.group("mon")]
     if not urls:
         raise PrometheusError(f"{inv.path} has no host in group mon: no Prometheus to ask")
     last = _answered.get(str(inv.path))
@@ -77,9 +84,7 @@ def answered_by(inv: Inventory) -> str | None:
     url = _answered.get(str(inv.path))
     if url is None:
         return None
-    return next(
-        (h.name for h in inv.group("mon") if url == f"http://{h.address}:{PROMETHEUS_PORT}"), url
-    )
+    return next((h.name for h in inv.group("mon") if url == _url(h.address)), url)
 
 
 def _one_line(text: object) -> str:
@@ -100,31 +105,42 @@ def api(
     *,
     timeout: float = 5.0,
     expr: str | None = None,
+    host: str | None = None,
 ) -> Any:
     """GET ``path`` of Prometheus' API and return the ``data`` member of a successful answer.
 
     With an inventory, each mon host's Prometheus is asked in turn (the one that
     answered last first) until one answers; ``answered_by`` says which did. A
-    mon host that is down costs at most ``CONNECT_TIMEOUT_S``.
+    mon host that is down costs at most ``CONNECT_TIMEOUT_S``. ``host`` (a mon
+    host's name) asks that one only.
 
     Raises PrometheusError naming ``expr`` (or the path) when no Prometheus can be
-    reached, one answers with something other than JSON, or reports ``status: error``.
+    reached, one answers with something other than JSON, or reports ``status: error``
+    (401: the vault's password is not the one the mon hosts were provisioned with).
     """
     if isinstance(target, str):
-        return _api_one(target.rstrip("/"), path, params, timeout=timeout, expr=expr)
+        with http.session() as s:
+            return _api_one(s, target.rstrip("/"), path, params, timeout=timeout, expr=expr)
+    if host is not None:
+        h = target.host(host)
+        if "mon" not in h.groups:
+            raise ParameterError(f"{host} is not in group mon: it runs no Prometheus")
+        with http.monitoring_session(target) as s:
+            return _api_one(s, _url(h.address), path, params, timeout=timeout, expr=expr)
     failures: list[PrometheusError] = []
-    for base in prometheus_urls(target):
-        try:
-            data = _api_one(base, path, params, timeout=timeout, expr=expr)
-        except PrometheusError as exc:
-            if not exc.transient:
-                raise
-            failures.append(exc)
-            continue
-        if failures:
-            log.warning("%s; %s answered instead", failures[-1], base)
-        _answered[str(target.path)] = base
-        return data
+    with http.monitoring_session(target) as s:
+        for base in prometheus_urls(target):
+            try:
+                data = _api_one(s, base, path, params, timeout=timeout, expr=expr)
+            except PrometheusError as exc:
+                if not exc.transient:
+                    raise
+                failures.append(exc)
+                continue
+            if failures:
+                log.warning("%s; %s answered instead", failures[-1], base)
+            _answered[str(target.path)] = base
+            return data
     if len(failures) == 1:
         raise failures[0]
     raise PrometheusError(
@@ -133,6 +149,7 @@ def api(
 
 
 def _api_one(
+    s: requests.Session,
     base: str,
     path: str,
     params: Mapping[str, Any] | None,
@@ -143,10 +160,9 @@ def _api_one(
     url = base + path
     what = f"Prometheus query {expr!r}" if expr is not None else f"Prometheus {path}"
     try:
-        with http.session() as s:
-            r = s.get(
-                url, params=dict(params or {}), timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout)
-            )
+        r = s.get(
+            url, params=dict(params or {}), timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout)
+        )
     except requests.Timeout:
         raise PrometheusError(
             f"{what}: no answer from {url} within {timeout:g} s", expr=expr, transient=True
@@ -161,6 +177,13 @@ def _api_one(
         body = r.json()
     except ValueError:
         body = None
+    if r.status_code == 401:
+        raise PrometheusError(
+            f"{what}: HTTP 401 from {url}: the credentials were refused (an inventory's "
+            f"{http.MONITORING_PASSWORD_VAR} must be the one its mon hosts were provisioned with)",
+            expr=expr,
+            transient=False,
+        )
     if not isinstance(body, dict):
         raise PrometheusError(
             f"{what}: HTTP {r.status_code} from {url} with a non-JSON body: {_one_line(r.text)}",

@@ -180,7 +180,16 @@ def run_suite(
         with lock.hold(inv, f"suite {suite.name}", wait_s=lock_wait_s, trigger=trigger):
             for entry in suite.entries:
                 r = _run_entry(
-                    suite, entry, inv, inventory, out, entry_timeout_s, run, steady, view
+                    suite,
+                    entry,
+                    inv,
+                    inventory,
+                    out,
+                    entry_timeout_s,
+                    run,
+                    steady,
+                    view,
+                    soak_rate(entry, res.entries),
                 )
                 res.entries.append(r)
                 if r.status == "skipped":
@@ -195,6 +204,24 @@ def run_suite(
     return res
 
 
+# The drills' load_rps bound (drills.procedure.check_params).
+MAX_DRILL_RPS = 500.0
+
+
+def soak_rate(entry: Entry, done: list[EntryResult]) -> float | str | None:
+    """The load_rps of an entry with ``load_from``: the soak rate its stress entry
+    measured (at most the drills' bound), or why there is none (the entry is then
+    skipped); None for an entry without ``load_from``."""
+    if entry.load_from is None:
+        return None
+    source = next((r for r in done if r.entry.name == entry.load_from), None)
+    rate = ((source.doc or {}).get("metrics") or {}).get("soak_rps") if source else None
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate > 0:
+        status = source.status if source else "not run"
+        return f"no soak load: {entry.load_from} measured none ({status})"
+    return min(float(rate), MAX_DRILL_RPS)
+
+
 def _run_entry(
     suite: Suite,
     entry: Entry,
@@ -205,8 +232,11 @@ def _run_entry(
     run: RunFn,
     steady: SteadyFn,
     view: Callable[[inventory_mod.Inventory], StackView],
+    load: float | str | None = None,
 ) -> EntryResult:
     t0 = time.monotonic()
+    if isinstance(load, str):
+        return EntryResult(entry, "skipped", load)
     if entry.require_steady_state:
         try:
             state = steady(inv, suite.steady_timeout_s)
@@ -219,6 +249,8 @@ def _run_entry(
     except FaultbookError as exc:
         return EntryResult(entry, "skipped", str(exc))
     params = {**entry.params, "inventory": inventory, **hosts}
+    if load is not None:
+        params["load_rps"] = load
     d = out / entry.name
     timeout = entry_timeout_s or entry.timeout_s or suite.entry_timeout_s
     log.info("suite %s: entry %d %s (%s)", suite.name, entry.index, entry.name, entry.runbook)

@@ -44,7 +44,7 @@ from faultbook.report import runner
 from faultbook.results import BASE_METRICS
 
 SUITES_DIR = REPO_ROOT / "suites"
-ROLES = ("primary", "standby", "any-standby", "web", "vip-holder", "lb")
+ROLES = ("primary", "standby", "any-standby", "web", "vip-holder", "lb", "backup", "mon")
 # What a drill records besides the base metrics (drills.impact.DrillResult.metrics).
 METRICS = (
     *BASE_METRICS,
@@ -64,6 +64,7 @@ ENTRY_KEYS = (
     "objectives",
     "timeout_s",
     "require_steady_state",
+    "load_from",
 )
 REPORTS = ("demo",)
 
@@ -84,6 +85,8 @@ class Entry:
     targets: tuple[Target, ...] = ()
     timeout_s: float | None = None
     require_steady_state: bool = True
+    # An earlier stress entry whose soak rate becomes this entry's load_rps at run time.
+    load_from: str | None = None
 
     def objectives(self) -> dict[str, float]:
         """Every objective: the ``max_*`` parameters (not -1) and the suite's limits."""
@@ -181,6 +184,8 @@ def parse(doc: Any, path: Path) -> Suite:
                 f"{where}, entry {i} ({e.name}): the name is taken by an earlier entry; "
                 "give each entry of one runbook its own 'name'"
             )
+        if e.load_from is not None:
+            _check_load_from(f"{where}, entry {i} ({e.name})", e, entries)
         entries.append(e)
     return Suite(
         name=name,
@@ -191,6 +196,19 @@ def parse(doc: Any, path: Path) -> Suite:
         steady_timeout_s=_seconds(steady, f"{where}: steady_timeout_s"),
         report=report,
     )
+
+
+def _check_load_from(where: str, e: Entry, earlier: list[Entry]) -> None:
+    """``load_from`` names an earlier stress entry, and the entry's runbook has a load."""
+    source = next((x for x in earlier if x.name == e.load_from), None)
+    if source is None or source.runbook != "stress":
+        stress = [x.name for x in earlier if x.runbook == "stress"]
+        raise SuiteError(
+            f"{where}: load_from {e.load_from!r} is not an earlier stress entry; expected one "
+            f"of {', '.join(stress) or '(none: add a stress entry before it)'}"
+        )
+    if "load_rps" not in runner.parameters(e.runbook):
+        raise SuiteError(f"{where}: load_from needs a runbook with load_rps; {e.runbook} has none")
 
 
 def _entry(suite: str, i: int, item: Any) -> Entry:
@@ -228,6 +246,7 @@ def _entry(suite: str, i: int, item: Any) -> Entry:
             targets=targets,
             timeout_s=None if timeout is None else _seconds(timeout, "timeout_s"),
             require_steady_state=steady,
+            load_from=None if item.get("load_from") is None else str(item["load_from"]),
         )
     except FaultbookError as exc:
         raise SuiteError(f"{where}: {exc}") from None

@@ -55,6 +55,8 @@ def catalogue() -> list[Drill]:
     """Every drill the runbooks can run, in a stable order."""
     out = []
     for runbook, spec in DRILLS.items():
+        if runbook not in TIERS:
+            continue  # fault-observe: the game day's matrix shows it, not a tier's score
         out += [Drill(f"{runbook}/{f}", runbook, TIERS[runbook]) for f in spec.faults]
         out += [
             Drill(f"{runbook}/{m}", runbook, TIERS[runbook])

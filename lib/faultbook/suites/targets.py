@@ -12,6 +12,8 @@ web            the first web host, in inventory order, that HAProxy has UP
                (``haproxy.failed_backends``)
 vip-holder     the lb host that holds the VIP (``vip.vip_holder``)
 lb             the first host of group lb
+backup         the first host of group backup (the pgBackRest repository)
+mon            the first host of group mon
 =============  ====================================================================
 
 ``StackView`` asks the stack each question once, through functions a test
@@ -110,11 +112,11 @@ def resolve(role: str, view: StackView) -> str:
         if holder is None:
             raise StackError("no lb host holds the VIP")
         return str(holder)
-    if role == "lb":
-        lbs = inv.group("lb")
-        if not lbs:
-            raise StackError(f"{inv.path} has no host in group lb")
-        return lbs[0].name
+    if role in ("lb", "backup", "mon"):
+        hosts = inv.group(role) if role in inv.groups else []
+        if not hosts:
+            raise StackError(f"{inv.path} has no host in group {role}")
+        return hosts[0].name
     raise StackError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
 
 

@@ -1,5 +1,7 @@
--- wrk script: POST /orders with a unique Idempotency-Key per request.
+-- wrk script: POST /orders with a unique Idempotency-Key per request, and the
+-- bench client's bearer token from $FAULTBOOK_LEDGER_TOKEN (never on the command line).
 local counter = 0
+local auth = "Bearer " .. assert(os.getenv("FAULTBOOK_LEDGER_TOKEN"), "FAULTBOOK_LEDGER_TOKEN is not set")
 local thread_id = 0
 local threads = {}
 
@@ -19,5 +21,5 @@ function request()
   local key = string.format("bench-%s-%d-%d", run, thread_id, counter)
   local body = string.format('{"customer": "bench-%d", "amount_cents": %d}', thread_id, counter)
   return wrk.format("POST", "/orders",
-    {["Content-Type"] = "application/json", ["Idempotency-Key"] = key}, body)
+    {["Content-Type"] = "application/json", ["Idempotency-Key"] = key, ["Authorization"] = auth}, body)
 end

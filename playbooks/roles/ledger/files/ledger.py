@@ -6,6 +6,9 @@ Debian's gunicorn::
     gunicorn --config /etc/ledger/gunicorn.conf.py 'ledger:create_app()'
 
 HTTP interface
+    Every /orders request needs ``Authorization: Bearer <token>`` with a
+    client's token (see "Client tokens" below): without one 401, with a
+    wrong one 403; either way the database is not touched.
     POST /orders        JSON {"customer": str, "amount_cents": int} with an
                         Idempotency-Key header. 201 and the row once the
                         transaction has committed; 200 and the first row when
@@ -20,10 +23,22 @@ HTTP interface
                         transaction on the primary, else 503.
     GET  /metrics       Prometheus text format.
 
+Client tokens
+    The file named by ``LEDGER_TOKENS_FILE`` holds one line per client,
+    ``<client> sha256:<hex digest of its token>``; the web host never holds a
+    token itself. The file must not be accessible to every user (the app
+    refuses to start otherwise). A token is compared by its digest, in
+    constant time, against every client's. Reads need a token too: ids are
+    sequential, so an open GET would hand anyone on the network every
+    customer's name and amount. /healthz, /readyz and /metrics need none
+    (no customer data; HAProxy and Prometheus call them).
+    ``python3 ledger.py check-tokens FILE`` checks a file (the role's
+    ``validate:``).
+
 Layers, so that the rules can be tested without Flask or a database:
 
 - pure validation: ``parse_idempotency_key``, ``read_limited``,
-  ``parse_order_body``;
+  ``parse_order_body``; client tokens: ``ClientTokens``, ``authorize``;
 - request handlers that return a ``Reply``: ``handle_create_order``,
   ``handle_get_order``, ``handle_readiness``; they talk to a ``Store``;
 - ``call_with_retry``: the retry policy for an unavailable database, with an
@@ -38,10 +53,14 @@ Configuration comes from the environment (see ``Settings``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 import re
+import stat
+import sys
 import threading
 import time
 import unicodedata
@@ -265,6 +284,149 @@ def parse_new_order(key_header: str | None, body: bytes) -> NewOrder:
     key = parse_idempotency_key(key_header)
     customer, amount = parse_order_body(body)
     return NewOrder(key, customer, amount)
+
+
+# --------------------------------------------------------------------------
+# Client tokens (pure)
+# --------------------------------------------------------------------------
+
+CLIENT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+TOKEN_DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})")
+TOKEN_LINE = "'<client> sha256:<64 hex digits>'"  # noqa: S105 - a format, not a secret
+
+
+class TokenConfigError(ValueError):
+    """The client tokens cannot be used; the message is one line naming the file."""
+
+
+def token_digest(token: str) -> bytes:
+    """SHA-256 of a token. Tokens are long random strings (the vault's), so a
+    fast hash is enough: there is no dictionary to try, and a slow hash
+    (bcrypt) would cost tens of milliseconds on every request."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True)
+class ClientTokens:
+    """The API's clients, each known by the SHA-256 digest of its token."""
+
+    digests: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> ClientTokens:
+        """Read ``<client> sha256:<hex>`` lines (# comments and blank lines allowed)."""
+        seen: dict[str, int] = {}
+        by_digest: dict[bytes, str] = {}
+        out: list[tuple[str, bytes]] = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split()
+            if len(fields) != 2:
+                raise TokenConfigError(f"{source} line {number}: expected {TOKEN_LINE}")
+            name, value = fields
+            if not CLIENT_NAME_RE.fullmatch(name):
+                raise TokenConfigError(
+                    f"{source} line {number}: client name {name[:70]!r} must be 1 to 63 "
+                    "characters of a-z 0-9 . _ - (starting with a letter or digit)"
+                )
+            m = TOKEN_DIGEST_RE.fullmatch(value)
+            if m is None:
+                raise TokenConfigError(
+                    f"{source} line {number}: client {name}: expected {TOKEN_LINE}, "
+                    "the digest of the token, never the token itself"
+                )
+            if name in seen:
+                raise TokenConfigError(
+                    f"{source} line {number}: client {name} is already on line {seen[name]}"
+                )
+            digest = bytes.fromhex(m.group(1))
+            if digest in by_digest:
+                raise TokenConfigError(
+                    f"{source} line {number}: client {name} has the same token as "
+                    f"{by_digest[digest]}; every client needs its own"
+                )
+            seen[name] = number
+            by_digest[digest] = name
+            out.append((name, digest))
+        if not out:
+            raise TokenConfigError(
+                f"{source} names no client: every request that needs a token would be refused"
+            )
+        return cls(tuple(out))
+
+    @property
+    def clients(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.digests)
+
+    def client_for(self, token: str) -> str | None:
+        """The client whose token this is, else None. Every client's digest is
+        compared (constant time each), so the time taken does not depend on
+        which one matches or how much of a digest does."""
+        presented = token_digest(token)
+        found: str | None = None
+        for name, digest in self.digests:
+            if hmac.compare_digest(presented, digest) and found is None:
+                found = name
+        return found
+
+
+def load_tokens(path: str) -> ClientTokens:
+    """Read the client tokens file; TokenConfigError (one line) when it cannot be used.
+
+    A file that every user may read or write is refused: anyone on the web
+    host could then swap in a digest of their own token.
+    """
+    try:
+        # Checked before the open too: opening a FIFO would block the worker's boot.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise TokenConfigError(f"{path}: the client tokens file is not a regular file")
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & 0o007:
+                raise TokenConfigError(
+                    f"{path} is accessible to every user (mode {stat.S_IMODE(mode):04o}); "
+                    "it must not be (the ledger role installs it 0640 root:ledger)"
+                )
+            data = f.read(1024 * 1024)
+    except OSError as exc:
+        raise TokenConfigError(
+            f"{path}: cannot read the client tokens file: {exc.strerror or exc}"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TokenConfigError(f"{path}: the client tokens file is not UTF-8 text") from None
+    return ClientTokens.parse(text, path)
+
+
+AUTH_CHALLENGE = (("WWW-Authenticate", 'Bearer realm="ledger"'),)
+
+
+def authorize(header: str | None, tokens: ClientTokens) -> str:
+    """The client an ``Authorization`` header proves, else ApiError (401 none, 403 wrong).
+
+    The token itself never goes into an error, a log line or a metric.
+    """
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise ApiError(
+            401, "missing_token", "this request needs an 'Authorization: Bearer <token>' header"
+        )
+    client = tokens.client_for(value.strip())
+    if client is None:
+        raise ApiError(403, "invalid_token", "the bearer token is not valid for this API")
+    return client
+
+
+def auth_refusal(header: str | None, tokens: ClientTokens) -> Reply | None:
+    """None when the header proves a client, else the reply that refuses the request."""
+    try:
+        authorize(header, tokens)
+    except ApiError as err:
+        return error_reply(err, AUTH_CHALLENGE if err.status == 401 else ())
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -739,11 +901,13 @@ class Settings:
     statement_timeout_ms: int = 5000
     ready_timeout_ms: int = 500
     standby_reads: bool = True
+    tokens_file: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         return cls(
             dsn=env.get("LEDGER_DSN", ""),
+            tokens_file=env.get("LEDGER_TOKENS_FILE", ""),
             retry_seconds=float(env.get("LEDGER_DB_RETRY_SECONDS", cls.retry_seconds)),
             statement_timeout_ms=int(
                 env.get("LEDGER_STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms)
@@ -803,6 +967,13 @@ class Metrics:
             "GET /orders/<id> answered with a row read on a standby (the primary unavailable).",
             registry=metric_registry,
         )
+        self.auth_refused = prom.Counter(
+            "ledger_auth_refused_total",
+            "/orders requests refused for their bearer token: missing_token (401), "
+            "invalid_token (403).",
+            ["reason"],
+            registry=metric_registry,
+        )
         self.orders = prom.Counter(
             "ledger_orders_total",
             "POST /orders outcomes: created, replayed (same key and body), conflict.",
@@ -817,8 +988,34 @@ class Metrics:
 ORDER_RESULTS = {201: "created", 200: "replayed", 409: "conflict"}
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None) -> Any:
-    """Build the Flask app; gunicorn calls this in each worker."""
+# gunicorn halts (no respawn loop) when a worker exits with this code while it boots.
+WORKER_BOOT_ERROR = 3
+
+
+def startup_tokens(settings: Settings) -> ClientTokens:
+    """The client tokens, or one error line in the log and exit WORKER_BOOT_ERROR."""
+    try:
+        if not settings.tokens_file:
+            raise TokenConfigError(
+                "LEDGER_TOKENS_FILE is not set: without client tokens every /orders "
+                "request would be refused"
+            )
+        return load_tokens(settings.tokens_file)
+    except TokenConfigError as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(WORKER_BOOT_ERROR) from None
+
+
+def create_app(
+    settings: Settings | None = None,
+    store: Store | None = None,
+    tokens: ClientTokens | None = None,
+) -> Any:
+    """Build the Flask app; gunicorn calls this in each worker.
+
+    ``tokens`` defaults to the file ``settings.tokens_file`` names; a missing
+    or unusable file stops the worker with one log line (``startup_tokens``).
+    """
     from flask import Flask, Response, g, request
     from werkzeug.exceptions import HTTPException
 
@@ -829,6 +1026,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         log.setLevel(logging.INFO)
 
     settings = settings or Settings.from_env(os.environ)
+    if tokens is None:
+        tokens = startup_tokens(settings)
     metrics = Metrics()
 
     def db_error(operation: str, exc: Exception) -> None:
@@ -888,8 +1087,22 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         log.error("unhandled error: %s", exc, exc_info=exc)
         return render(Reply(500, {"error": "internal_error", "message": "internal error"}))
 
+    def refused(drain_body: bool) -> Any | None:
+        reply = auth_refusal(request.headers.get("Authorization"), tokens)
+        if reply is None:
+            return None
+        metrics.auth_refused.labels(reply.body["error"]).inc()
+        if drain_body:
+            # Read what is left of the body (up to DRAIN_MAX_BYTES) so that
+            # the refusal reaches a client that is still sending.
+            drain(request.stream.read, request.content_length)
+        return render(reply)
+
     @app.post("/orders")
     def post_orders() -> Any:
+        refusal = refused(drain_body=True)
+        if refusal is not None:
+            return refusal
         try:
             body = read_limited(request.stream.read, MAX_BODY_BYTES, request.content_length)
         except ApiError as err:
@@ -903,6 +1116,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.get("/orders/<int:order_id>")
     def get_order(order_id: int) -> Any:
+        refusal = refused(drain_body=False)
+        if refusal is not None:
+            return refusal
         reply = handle_get_order(order_id, store, retry, standby_reads=settings.standby_reads)
         if FROM_STANDBY in reply.headers:
             metrics.standby_reads.inc()
@@ -922,3 +1138,21 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         return Response(data, status=200, content_type=content_type)
 
     return app
+
+
+def main(argv: list[str]) -> int:
+    """``python3 ledger.py check-tokens FILE``: check a client tokens file, print its clients."""
+    if len(argv) != 2 or argv[0] != "check-tokens":
+        print("usage: ledger.py check-tokens FILE", file=sys.stderr)
+        return 2
+    try:
+        tokens = load_tokens(argv[1])
+    except TokenConfigError as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return 1
+    print(f"{argv[1]}: {len(tokens.clients)} clients: {', '.join(tokens.clients)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
