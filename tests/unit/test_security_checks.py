@@ -129,3 +129,15 @@ def test_a_failed_testssl_run_is_a_high_finding() -> None:
     assert f.severity == "high" and "not tested: refused" in f.evidence
     with pytest.raises(ValueError, match="flat format"):
         tls.parse('{"scanResult": []}')
+
+
+def test_hsts_from_testssl_headers_of_the_hardened_vip() -> None:
+    """Real testssl -h JSON against the lab's VIP once the hardening change was deployed."""
+    entries = tls.parse((FIX / "testssl-vip-headers.json").read_text())
+    r = tls.Result(tls.Endpoint("vip", "VIP", "https://10.77.0.10/", headers=True), entries)
+    ok, detail = tls.hsts(r)
+    assert ok and detail.startswith("365 days")
+    without = tls.Result(r.endpoint, [e for e in entries if not e["id"].startswith("HSTS")])
+    assert tls.hsts(without)[0] is False
+    offered_not = [*without.entries, {"id": "HSTS", "severity": "LOW", "finding": "not offered"}]
+    assert tls.hsts(tls.Result(r.endpoint, offered_not)) == (False, "not offered")

@@ -92,18 +92,21 @@ def api_auth(
         tls = f"https://{h.address}:{port}{path}"
         try:
             r = s.get(plain, timeout=timeout)
-            out.append(
-                Finding(
-                    check,
-                    h.name,
-                    "high",
-                    f"{plain} answers {r.status_code} over plain HTTP",
-                    "serve it with TLS and basic auth (web config file)",
+            # Go's TLS server answers plain HTTP with this 400 and serves nothing.
+            tls_only = r.status_code == 400 and "HTTPS server" in r.text
+            if not tls_only:
+                out.append(
+                    Finding(
+                        check,
+                        h.name,
+                        "high",
+                        f"{plain} answers {r.status_code} over plain HTTP",
+                        "serve it with TLS and basic auth (web config file)",
+                    )
                 )
-            )
-            continue
+                continue
         except requests.RequestException:
-            pass  # a TLS listener does not speak plain HTTP: expected
+            pass  # a TLS listener that closes plain HTTP connections: expected
         try:
             r = s.get(tls, timeout=timeout)
         except requests.RequestException as exc:

@@ -293,10 +293,12 @@ def judge(r: Result, min_days: float = 14.0, now: datetime | None = None) -> lis
 
 
 def hsts(r: Result) -> tuple[bool, str]:
-    """Whether the response carried Strict-Transport-Security (testssl's ``HSTS`` id)."""
+    """Whether the response carried Strict-Transport-Security: testssl 3.0 reports
+    ``HSTS_time`` when it did, and ``HSTS`` ("not offered") when it did not."""
+    e = r.get("HSTS_time")
+    if e is not None:
+        return e.get("severity") in ("OK", "INFO"), str(e.get("finding", ""))
     e = r.get("HSTS")
     if e is None:
         return False, "testssl did not report HSTS (no -h run, or no HTTP answer)"
-    text = str(e.get("finding", ""))
-    ok = e.get("severity") in ("OK", "INFO") and "not offered" not in text.lower()
-    return ok, text
+    return False, str(e.get("finding", ""))
