@@ -193,3 +193,20 @@ def test_the_chart_marks_the_slo_and_the_capacity() -> None:
     assert (
         plots.stress_chart(steps.iloc[0:0], 500.0).axes[0].texts[0].get_text() == "no ramp step ran"
     )
+
+
+def test_a_saturated_client_with_a_slow_stack_is_bounded_by_the_slo() -> None:
+    """At 125 rps on the lab both happened: the workers filled up because answers took
+    a second. That step says nothing about the stack doing more: the SLO bounds it."""
+
+    def run(rps: float, seconds: float) -> pd.DataFrame:
+        n = int(rps * seconds)
+        if rps <= 100:
+            return records(n, 20.0)
+        return records(n, 1800.0, saturated=n // 5)
+
+    steps = stress.ramp(None, stress.Plan(50, 25, 200, step_s=2), SLO, run=run)  # type: ignore[arg-type]
+    cap = stress.capacity(steps)
+    assert (cap.rps, cap.bound) == (100, "slo")
+    assert "the SLO broke above it" in str(cap) and "the client saturated" in str(cap)
+    assert list(steps["stack_holds"]) == [True, True, True, False]

@@ -148,6 +148,7 @@ STEP_COLUMNS = [
     "p99_ms",
     "error_rate",
     "holds_slo",
+    "stack_holds",
     "why",
 ]
 
@@ -164,6 +165,7 @@ def step_stats(
     p50 = float(sent["latency_ms"].quantile(0.5)) if len(sent) else float("nan")
     p99 = float(sent["latency_ms"].quantile(0.99)) if len(sent) else float("nan")
     rate = failed / len(sent) if len(sent) else 1.0
+    stack_holds = bool(len(sent)) and p99 <= slo.p99_ms and rate <= slo.max_error_rate
     why = []
     if int(saturated.sum()):
         why.append(f"the client saturated ({int(saturated.sum())} requests not sent)")
@@ -186,6 +188,7 @@ def step_stats(
         "p99_ms": round(p99, 1),
         "error_rate": rate,
         "holds_slo": not why,
+        "stack_holds": stack_holds,  # the requests sent met the SLO (saturation aside)
         "why": "; ".join(why),
     }
 
@@ -268,7 +271,9 @@ def capacity(steps: pd.DataFrame) -> Capacity:
         )
         return Capacity(best, "max_rps", why)
     first = broke.iloc[0]
-    bound = "client" if int(first["saturated"]) else "slo"
+    # The client bounds the figure only when what it did send still met the SLO: a step
+    # whose latency broke too says nothing about the stack being able to do more.
+    bound = "client" if int(first["saturated"]) and bool(first["stack_holds"]) else "slo"
     return Capacity(best, bound, f"at {first['offered_rps']:g} rps: {first['why']}")
 
 
