@@ -27,7 +27,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,13 @@ def test_a_scheduled_smoke_suite_lands_in_the_archive_audit_and_history(
     assert removed.returncode == 0, removed.stderr
     assert NAME not in fb("schedule", "list").stdout
 
-    skipped = [e for e in audit.entries(home) if e.get("trigger") == "schedule:it-second"]
+    # The audit log and the archive outlive a test run: only what this run added counts.
+    since = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")[:23]
+    skipped = [
+        e
+        for e in audit.entries(home)
+        if e.get("trigger") == "schedule:it-second" and str(e.get("at", "")) >= since
+    ]
     assert [e["kind"] for e in skipped] == ["run-skipped"]
     assert f"schedule:{NAME}" in skipped[0]["reason"]
 
@@ -172,7 +178,9 @@ def test_a_scheduled_smoke_suite_lands_in_the_archive_audit_and_history(
     hist = fb("history", "--out", str(site), "--json")
     assert hist.returncode == 0, hist.stderr
     rows = json.loads(hist.stdout)["runs"]
-    ours = [r for r in rows if r["trigger"] == f"schedule:{NAME}"]
+    folders = {str(r.path) for r in new}
+    ours = [r for r in rows if r["folder"] in folders]
+    assert {r["trigger"] for r in ours} == {f"schedule:{NAME}"}
     assert {r["source"] for r in ours} == {"schedule"}
     assert len(ours) == 5, ours
     assert (site / "index.html").is_file()
