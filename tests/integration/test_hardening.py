@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_stack import count_orders  # the stack tests' count of a key's orders
 
 from faultbook.lab.lab import Lab
 from faultbook.lab.vantage import Vantage
-from faultbook.stack import http, monitoring, psql
+from faultbook.stack import http, monitoring
 
 pytestmark = pytest.mark.integration
 
@@ -42,18 +43,6 @@ def stacked(lab: Lab) -> Lab:
     r = http.session(lab.inv).get(http.vip_url(lab.inv, "/readyz"), timeout=10)
     assert r.status_code == 200, f"the stack is not ready through the VIP: HTTP {r.status_code}"
     return lab
-
-
-def orders_with_key(lab: Lab, key: str) -> int:
-    return int(
-        psql.psql(
-            lab.inv,
-            psql.primary(lab.inv),
-            "SELECT count(*) FROM orders WHERE idempotency_key = :'key'",
-            db="ledger",
-            params={"key": key},
-        )
-    )
 
 
 # ------------------------------------------------------------------ ledger tokens
@@ -75,13 +64,13 @@ def test_a_post_without_a_token_or_with_a_wrong_one_is_refused_and_writes_nothin
     assert none.headers["WWW-Authenticate"].startswith("Bearer")
     assert (wrong.status_code, wrong.json()["error"]) == (403, "invalid_token")
     assert read.status_code == 401  # reads need a token too
-    assert orders_with_key(stacked, key) == 0
+    assert count_orders(stacked, key) == 0
     # The same request with the tests client's token is written: the refusal was the token's.
     with http.ledger_session(inv, "tests") as s:
         ok = s.post(url, json=order, headers=headers, timeout=20)
         assert ok.status_code == 201, ok.text
         assert s.get(http.vip_url(inv, f"/orders/{ok.json()['id']}"), timeout=20).status_code == 200
-    assert orders_with_key(stacked, key) == 1
+    assert count_orders(stacked, key) == 1
 
 
 # ------------------------------------------------------------------ HSTS
