@@ -15,11 +15,12 @@ APT_PACKAGES := systemd-container debootstrap iproute2 iptables util-linux procp
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup apt venv image demo test lint docs docs-examples unit integration nbval bench bench-alerts gameday lab-up lab-down clean
+.PHONY: help setup apt venv image demo test test-full lint docs docs-examples unit integration nbval bench bench-alerts gameday lab-up lab-down clean
 
 help:
 	@echo "make demo    set up, boot the lab, run the runbooks, print the report's path"
 	@echo "make test    set up, lint, unit tests, lab integration tests, nbval; lab down at the end"
+	@echo "make test-full  make test plus the slower integration cases marked extended"
 	@echo "make bench   measure lab up/down, VIP throughput and each drill x5 (docs/benchmarks.md)"
 	@echo "make bench-alerts  the autopilot drills x5: fault -> alert -> receiver -> runbook"
 	@echo "make docs    the docs site (mkdocs, Material) from docs/ and the README into site/"
@@ -81,10 +82,15 @@ NBVAL = $(PYTEST) -q --nbval-lax -p no:cacheprovider runbooks/
 # `lab up` starts the alert receiver; the tests stop it, except test_alerts.py, which
 # starts it for itself: the others inject faults outside any run, and autopilot would
 # act on them (a run holds the inventory's lock; a bare fault in a test does not).
+# make test runs the integration tests not marked `extended`; make test-full runs them all
+# (the extended ones are slower cases of capabilities the others already cover: a whole
+# second provision, more browser runs, more drills; README.md, "Tests").
+MARK ?= integration and not extended
+
 integration: setup
 	$(FB) lab up
 	$(FB) alerts stop
-	$(PYTEST) -q --durations=25 -m integration tests/integration/test_stack.py \
+	$(PYTEST) -q --durations=25 -m "$(MARK)" tests/integration/test_stack.py \
 	  tests/integration/test_security.py tests/integration/test_hardening.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
 	  tests/integration/test_webtier.py tests/integration/test_incidents.py \
@@ -93,7 +99,7 @@ integration: setup
 	  tests/integration/test_rollback.py tests/integration/test_restore.py \
 	  tests/integration/test_alerts.py
 	$(NBVAL)
-	$(PYTEST) -q -m integration tests/integration/test_lab.py
+	$(PYTEST) -q -m "$(MARK)" tests/integration/test_lab.py
 
 # nbval alone: every runbook in incident mode against a healthy, provisioned lab.
 nbval: setup
@@ -108,6 +114,10 @@ test: setup
 	$(MAKE) --no-print-directory integration || rc=$$?; \
 	echo "== taking the lab down"; $(FB) lab down || rc=1; \
 	exit $$rc
+
+# Everything make test runs, plus the integration tests marked `extended`.
+test-full: setup
+	@$(MAKE) --no-print-directory test MARK=integration
 
 # The health check, then the web node, database and load balancer drills and the
 # point-in-time restore drill in turn; `faultbook demo` prints the summary table

@@ -135,6 +135,7 @@ def test_autopilot_fails_over_a_crashed_primary(inv: inv_mod.Inventory, tmp_path
     assert r.segments["fault_to_writes_back"] is not None
 
 
+@pytest.mark.extended  # autopilot's crash case covers the route
 def test_autopilot_with_one_mon_host_down(inv: inv_mod.Inventory, tmp_path: Path) -> None:
     mon = inv.group("mon")[0].name
     r = drill.run(

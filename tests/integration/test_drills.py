@@ -54,6 +54,7 @@ def assert_steady(inv: inv_mod.Inventory) -> None:
     assert rep["sync_state"].isin(["sync", "quorum"]).any()
 
 
+@pytest.mark.extended  # the smoke suite of test_schedule drills the web tier
 def test_web_node_host_crash_under_load(inv: inv_mod.Inventory, tmp_path: Path) -> None:
     doc = drill("web-node-failure", tmp_path, target="web3", fault="host-crash")
     assert doc["metrics"]["failed_requests"] == 0

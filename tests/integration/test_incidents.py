@@ -43,6 +43,7 @@ def incident(name: str, out: Path, **params: Any) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.extended  # the browser incident covers an incident run
 def test_both_load_balancers_down_in_one_run(
     lab: Lab, inv: inv_mod.Inventory, tmp_path: Path
 ) -> None:

@@ -71,6 +71,7 @@ def test_pitr_drill_to_a_time_restores_exactly_the_acknowledged_writes(
     assert_wiped_and_steady(inv)
 
 
+@pytest.mark.extended  # the PITR drill covers restore to a time
 def test_recover_from_bad_change_gets_every_deleted_row_back_and_keeps_later_writes(
     inv: inv_mod.Inventory, tmp_path: Path
 ) -> None:
@@ -111,11 +112,15 @@ def unchanged(inv: inv_mod.Inventory) -> Iterator[None]:
             2,
             "is before the oldest backup",
         ),
-        ({"target": "2099-01-01T00:00:00Z"}, 2, "is in the future"),
-        (
+        # each case runs the runbook (~35 s): these two only in make test-full
+        pytest.param(
+            {"target": "2099-01-01T00:00:00Z"}, 2, "is in the future", marks=pytest.mark.extended
+        ),
+        pytest.param(
             {"target_kind": "latest", "backup_label": "20200101-000000F"},
             2,
             "unknown backup label '20200101-000000F'",
+            marks=pytest.mark.extended,
         ),
         ({"mode": "verify", "restore_host": "restore9"}, 2, "restore9"),
         ({"mode": "verify", "restore_host": "db1"}, 2, "is not a scratch host"),

@@ -42,6 +42,7 @@ def nothing_left(inv: Inventory, host: str, port: int) -> None:
     assert r.ok and f":{port}" not in r.stdout and r.stdout.strip().endswith("0"), r.stdout
 
 
+@pytest.mark.extended  # nbval runs the audit; the listener test checks the rescan
 def test_the_audit_passes_and_its_drill_names_the_listener(inv: Inventory, tmp_path: Path) -> None:
     t0 = time.monotonic()
     outcome = runner.run(

@@ -263,12 +263,14 @@ def test_allowed_host_flow_is_open(stacked: Lab) -> None:
 
 
 # ------------------------------------------------------ idempotence, check
+@pytest.mark.extended  # a whole provision: ~6 min
 def test_a_second_provision_changes_nothing(stacked: Lab) -> None:
     res = ansible.run_playbook("site.yml", stacked.inv)
     changed = {h: s.changed for h, s in res.stats.items() if s.changed}
     assert changed == {}
 
 
+@pytest.mark.extended  # a whole provision in check mode: ~7 min
 def test_check_mode_through_the_cli_reports_no_change(stacked: Lab) -> None:
     # `faultbook provision --check` runs site.yml in check mode on every host
     # (ansible.run_playbook(check=True)): exit 0 and no host with a change.

@@ -212,6 +212,7 @@ def test_a_forced_recover_restarts_the_app_and_waits_until_ready(
         haproxy.enable(inv, TARGET)
 
 
+@pytest.mark.extended  # recover on a healthy app covers the no-op
 def test_lb_recover_on_a_healthy_lb_changes_nothing(healthy: inv_mod.Inventory) -> None:
     since = datetime.now(UTC) - timedelta(seconds=1)
     for lb in LBS:

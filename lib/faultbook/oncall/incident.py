@@ -39,6 +39,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -371,7 +372,54 @@ def close_from_notebook() -> None:
     """
     # printed, not returned: a stream output is in the notebook whatever the cell does
     # with the value, and the save hook looks for the marker in the outputs
-    print(request_close(os.environ.get(_run_dir_env())))  # noqa: T201
+    run_dir = os.environ.get(_run_dir_env())
+    line = request_close(run_dir)
+    print(line, flush=True)  # noqa: T201
+    if run_dir and f"[{MARKER}:" in line:
+        wait_filed(Path(run_dir))
+
+
+FILED_WAIT_S = 20.0  # how long the last cell waits for a save to file the incident
+
+
+def wait_filed(
+    folder: Path,
+    timeout_s: float | None = None,
+    *,
+    say: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Keep the last cell running until a save has filed the incident in FOLDER (its
+    closed.json exists), for at most TIMEOUT_S (``FILED_WAIT_S``); True once filed.
+
+    JupyterLab can autosave the notebook while this cell runs, before the marker's output
+    reaches the model, and then count the model as saved: the output that follows is
+    never saved and the incident never filed. So while it waits, the cell adds a line of
+    output after each autosave interval, and each line makes the notebook dirty again, so
+    the next autosave holds the marker. It ends with what happened: where the incident
+    was filed, or that Ctrl-S (or ``faultbook notebook --close``) files it."""
+    from faultbook.oncall import jupyter
+
+    tell = say or (lambda text: print(text, flush=True))  # noqa: T201
+    limit = FILED_WAIT_S if timeout_s is None else timeout_s
+    start = clock()
+    nudge = start + jupyter.AUTOSAVE_S + 1
+    while not (folder / CLOSED).exists():
+        now = clock()
+        if now - start >= limit:
+            tell(
+                f"faultbook: no save has filed the incident in {limit:g} s: press Ctrl-S, "
+                f"or run: faultbook notebook --close {folder}"
+            )
+            return False
+        if now >= nudge:
+            tell(f"faultbook: waiting for a save of this notebook ({now - start:.0f} s)")
+            nudge = now + jupyter.AUTOSAVE_S + 1
+        sleep(0.5)
+    where = _read(folder / CLOSED).get("archived", "the archive")
+    tell(f"faultbook: incident filed: {where}")
+    return True
 
 
 def _run_dir_env() -> str:
