@@ -12,11 +12,11 @@ from faultbook.cli.base import inventory_option, load_inventory, main
 
 
 def _line(row: Mapping[Hashable, Any]) -> str:
+    """journalctl's short form, in UTC: continuation lines of a message indented under it."""
     time = row["time"].strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     who = str(row["identifier"] or row["unit"] or "-")
-    return (
-        f"{time} {row['host']} {row['unit'] or '-'} {row['priority_name']} {who}: {row['message']}"
-    )
+    head = f"{time} {row['host']} {row['unit'] or '-'} {row['priority_name']} {who}: "
+    return head + str(row["message"]).replace("\n", "\n" + " " * len(head))
 
 
 @main.command("logs")
