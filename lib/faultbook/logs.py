@@ -47,6 +47,7 @@ import pandas as pd
 from faultbook import ssh
 from faultbook.errors import FaultbookError, LogQueryError, LogsError, SSHError
 from faultbook.inventory import Host, Inventory
+from faultbook.results import Run, iso
 
 log = logging.getLogger(__name__)
 
@@ -365,9 +366,13 @@ class RunErrors:
         if self.lines.empty:
             return pd.DataFrame(columns=["host", "unit", "lines"])
         df = self.lines.groupby(["host", "unit"]).size().reset_index(name="lines")
-        return df.sort_values(["lines", "host", "unit"], ascending=[False, True, True]).reset_index(
-            drop=True
-        )
+        df = df.sort_values(["lines", "host", "unit"], ascending=[False, True, True])
+        return df.reset_index(drop=True)
+
+    def table(self, max_rows: int = 100) -> pd.DataFrame:
+        """The latest error lines as a runbook shows them: time, host, unit, priority, message."""
+        cols = ["time", "host", "unit", "priority_name", "message"]
+        return self.lines[cols].tail(max_rows).reset_index(drop=True)
 
     def record(self) -> dict[str, Any]:
         """What result.json keeps (its ``logs`` key): the window, who answered, counts."""
@@ -376,14 +381,19 @@ class RunErrors:
             per_host.setdefault(str(rec["host"]), {})[str(rec["unit"]) or "-"] = int(rec["lines"])
         return {
             "hosts": list(self.hosts),
-            "since": self.since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "until": self.until.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "since": iso(self.since),
+            "until": iso(self.until),
             "priority": "err",
             "answered_by": list(self.answered_by),
             "missing": dict(self.missing),
             "errors": per_host,
             "note": self.note,
         }
+
+    def keep(self, run: Run) -> RunErrors:
+        """Put the counts into the run's result.json (``logs``)."""
+        run.logs = self.record()
+        return self
 
     def summary(self) -> str:
         if self.note:
@@ -400,16 +410,30 @@ def run_errors(
     until: str | datetime | None = None,
     limit: int = 1000,
 ) -> RunErrors:
-    """The error lines of the hosts a run acted on, for its window; never raises for the logs.
+    """The error lines of hosts (or groups; None: every host) for a window; never raises.
 
-    Usage errors (an unknown host, a bad time) still raise: they are the
-    caller's mistake. Anything else (no receiver answered, no receiving group
-    in the inventory) becomes ``note`` with empty frames.
+    Whatever keeps the logs from being read (no receiver answered, no
+    receiving group, a host or group this inventory lacks) becomes ``note``,
+    with empty frames: a runbook shows the note and goes on.
     """
-    q = query(inv, hosts, None, since, until, "err", limit)
-    empty = frame([])
+    now = datetime.now(UTC)
+    start = parse_time(since, now) if isinstance(since, datetime) else None
+    try:
+        q = query(inv, hosts, None, since, until, "err", limit, now)
+    except FaultbookError as exc:
+        names = (hosts,) if isinstance(hosts, str) else tuple(hosts or ())
+        return RunErrors(names, start or now, now, frame([]), note=f"central logs not read: {exc}")
     try:
         got = fetch(inv, q)
-    except FaultbookError as exc:  # no receiver answered; no receiving group in the inventory
-        return RunErrors(q.hosts, q.since, q.until, empty, note=f"central logs not read: {exc}")
+    except FaultbookError as exc:
+        return RunErrors(q.hosts, q.since, q.until, frame([]), note=f"central logs not read: {exc}")
     return RunErrors(q.hosts, q.since, q.until, got.frame, got.answered_by, got.missing)
+
+
+def errors_of_run(run: Run, inv: Inventory, hosts: Sequence[str] | str | None) -> RunErrors:
+    """A runbook's step: the error lines of the hosts it acted on since it started, kept in
+    its result.json. Groups the inventory lacks are left out; nothing here fails a run."""
+    wanted = [hosts] if isinstance(hosts, str) else list(hosts or ())
+    known = [n for n in wanted if n in inv.groups or n in inv.hosts]
+    started = datetime.fromisoformat(run.started_at.replace("Z", "+00:00"))
+    return run_errors(inv, (known or wanted) if hosts else None, started).keep(run)

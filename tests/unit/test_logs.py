@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import shlex
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from faultbook import cli, inventory, logs, ssh
+from faultbook import cli, inventory, logs, results, ssh
 from faultbook.errors import InventoryError, LogQueryError, LogsError, SSHError
 from faultbook.inventory import Host, Inventory
 from faultbook.ssh import CommandResult
@@ -92,7 +92,7 @@ def test_copies_from_both_receivers_are_one_row_each(lab: Inventory, both: Recei
 
 
 def test_fields_as_the_journal_writes_them(lab: Inventory, both: Receivers) -> None:
-    df = logs.read(lab, since="-1d", until="2026-12-08T00:00:00Z").frame.set_index("host")
+    df = logs.read(lab, since="2026-12-06T00:00:00Z", until="2026-12-08T00:00:00Z").frame.set_index("host")
     ledger = df.loc["web1"].set_index("unit").loc["ledger.service"]
     assert ledger["message"] == "request body \ufffd\ufffd dropped"  # a byte array, not UTF-8
     assert ledger["identifier"] == "gunicorn"
@@ -131,7 +131,7 @@ def test_one_receiver_down_is_named_and_the_other_answers(
         mon1=SSHError("mon1", "no answer on 10.77.0.51:22 within 1.5s"), mon2=fixture("mon2")
     )
     monkeypatch.setattr(ssh, "run", fake)
-    got = logs.read(lab, since="-1d", until="2026-12-08T00:00:00Z")
+    got = logs.read(lab, since="2026-12-06T00:00:00Z", until="2026-12-08T00:00:00Z")
     assert got.answered_by == ("mon2",)
     assert got.missing == {"mon1": "no answer on 10.77.0.51:22 within 1.5s"}
     assert len(got.frame) == 6
@@ -146,7 +146,7 @@ def test_a_failing_journalctl_counts_as_no_answer(
     )
     fake = Receivers(mon1=fixture("mon1"), mon2=broken)
     monkeypatch.setattr(ssh, "run", fake)
-    got = logs.read(lab, since="-1d", until="2026-12-08T00:00:00Z")
+    got = logs.read(lab, since="2026-12-06T00:00:00Z", until="2026-12-08T00:00:00Z")
     assert got.answered_by == ("mon1",)
     assert got.missing["mon2"].startswith(
         "journalctl failed: Failed to open /var/log/journal/remote"
@@ -250,7 +250,7 @@ def test_run_errors_keep_counts_per_host_and_unit(lab: Inventory, both: Receiver
     assert rec["errors"]["db1"] == {"postgresql@15-main.service": 2}
     assert rec["errors"]["web1"] == {"ledger.service": 1, "ssh.service": 1}
     assert rec["answered_by"] == ["mon1", "mon2"] and rec["note"] is None
-    assert rec["since"] == "2026-12-07T07:59:00.000000Z"
+    assert rec["since"] == "2026-12-07T07:59:00.000Z"
     assert errs.summary().startswith("6 error line(s) on lb1, web1, db1 (from mon1, mon2)")
 
 
@@ -292,7 +292,7 @@ def test_cli_prints_one_line_per_entry_and_who_answered(both: Receivers) -> None
 
 def test_cli_json(both: Receivers) -> None:
     code, out, _ = invoke(
-        "logs", "--json", "--host", "web1", "--since", "-1d", "--until", "2026-12-08"
+        "logs", "--json", "--host", "web1", "--since", "2026-12-06", "--until", "2026-12-08"
     )
     assert code == 0
     rows = [json.loads(x) for x in out.splitlines()]
@@ -325,3 +325,31 @@ def test_cli_no_receiver_is_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     code, _, err = invoke("logs")
     assert code == 1 and "no receiver of the central logs answered (mon1: down; mon2: down)" in err
+
+
+def test_a_runbook_keeps_the_counts_in_result_json(
+    lab: Inventory, both: Receivers, tmp_path: Path
+) -> None:
+    run = results.Run.start("health-check", "incident", {})
+    started = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    run.started_at = results.iso(started)
+    errs = logs.errors_of_run(run, lab, ["db", "web", "nosuchgroup"])
+    assert "_HOSTNAME=db1" in both.commands["mon1"] and "_HOSTNAME=web3" in both.commands["mon1"]
+    assert f"--since=@{started.timestamp():.6f}" in both.commands["mon2"]
+    assert list(errs.table(2).columns) == ["time", "host", "unit", "priority_name", "message"]
+    assert len(errs.table(2)) == 2
+    doc = json.loads(Path(run.save(tmp_path)).read_text())  # the schema accepts it
+    assert doc["logs"]["errors"]["db1"] == {"postgresql@15-main.service": 2}
+    assert doc["logs"]["hosts"][:3] == ["web1", "web2", "web3"]
+
+
+def test_a_runbook_whose_groups_this_inventory_lacks_gets_a_note(
+    lab: Inventory, both: Receivers, tmp_path: Path
+) -> None:
+    run = results.Run.start("health-check", "incident", {})
+    errs = logs.errors_of_run(run, lab, ["frontends"])
+    assert errs.note is not None and "unknown host 'frontends'" in errs.note
+    assert both.commands == {}
+    doc = json.loads(Path(run.save(tmp_path)).read_text())
+    assert doc["logs"]["errors"] == {} and doc["logs"]["note"] == errs.note
+    assert results.validate({**doc, "logs": {**doc["logs"], "errors": {"web1": {"x": 0}}}})
