@@ -92,7 +92,8 @@ def test_copies_from_both_receivers_are_one_row_each(lab: Inventory, both: Recei
 
 
 def test_fields_as_the_journal_writes_them(lab: Inventory, both: Receivers) -> None:
-    df = logs.read(lab, since="2026-12-06T00:00:00Z", until="2026-12-08T00:00:00Z").frame.set_index("host")
+    got = logs.read(lab, since="2026-12-06T00:00:00Z", until="2026-12-08T00:00:00Z")
+    df = got.frame.set_index("host")
     ledger = df.loc["web1"].set_index("unit").loc["ledger.service"]
     assert ledger["message"] == "request body \ufffd\ufffd dropped"  # a byte array, not UTF-8
     assert ledger["identifier"] == "gunicorn"
