@@ -63,6 +63,7 @@ lint: venv docs
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy playbooks/roles/haproxy/files/haproxy-server-state
 	$(VENV)/bin/mypy playbooks/roles/monitoring/files/faultbook-pgbackrest-metrics
+	$(VENV)/bin/mypy playbooks/roles/journal/files/faultbook-log-metrics
 	cd playbooks && ANSIBLE_CONFIG=ansible.cfg ../$(VENV)/bin/ansible-playbook \
 	  -i ../inventories/lab/hosts.yml --syntax-check site.yml
 	$(VENV)/bin/ansible-lint --profile production playbooks/
