@@ -273,3 +273,9 @@ def test_log_metrics_pass_promtool_check_metrics(promtool: Promtool) -> None:
     text = script.render(script.count(LOG_ENTRIES), 60.0, 1795800000.0)
     result = promtool.run("check", "metrics", stdin=text)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_rule_file_is_installed() -> None:
+    """The monitoring role loads the files it lists: a rule file left out never runs."""
+    listed = yaml.safe_load((REPO / "playbooks/roles/monitoring/vars/main.yml").read_text())
+    assert sorted(listed["monitoring_rule_files"]) == sorted(f.name for f in RULE_FILES)
