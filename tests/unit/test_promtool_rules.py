@@ -249,6 +249,18 @@ def test_the_log_counter_counts_each_kind_per_host() -> None:
     script = _load_log_script()
     counts = script.count(LOG_ENTRIES)
     assert counts == {("postgres_fatal", "db1"): 2, ("sshd_auth_failure", "web2"): 3}
+    # a restarted uploader sends the entry at its cursor again: the same entry counts once
+    stamped = [
+        {**e, "_BOOT_ID": "b1", "__MONOTONIC_TIMESTAMP": str(i), "__REALTIME_TIMESTAMP": str(i)}
+        for i, e in enumerate(LOG_ENTRIES)
+    ]
+    assert script.count([*stamped, stamped[0], stamped[4]]) == counts
+    assert (
+        script.count([*stamped, {**stamped[0], "__MONOTONIC_TIMESTAMP": "99"}])[
+            ("postgres_fatal", "db1")
+        ]
+        == 3
+    )  # the same text at another time is another line
     text = script.render(counts, 60.0, 1795800000.0)
     assert 'faultbook_log_lines{host="db1",kind="postgres_fatal"} 2' in text
     assert "faultbook_log_metrics_success 1" in text
