@@ -6,7 +6,8 @@ directory, ``/var/log/journal/remote`` (docs/logs.md). This module asks each
 receiver over SSH, in parallel::
 
     sudo journalctl --directory=/var/log/journal/remote -o json --all -q
-         --since=@<epoch> --until=@<epoch> [-p N] [-n LIMIT] [_HOSTNAME=h ...] [_SYSTEMD_UNIT=u ...]
+         --since=@<epoch> --until=@<epoch> -n LIMIT --reverse [-p N]
+         [_HOSTNAME=h ...] [_SYSTEMD_UNIT=u ...]
 
 and merges the answers:
 
@@ -146,6 +147,8 @@ class Query:
             f"--since=@{self.since.timestamp():.6f}",
             f"--until=@{self.until.timestamp():.6f}",
             f"--lines={self.limit}",
+            # newest first: with --since, --lines alone would keep the oldest entries
+            "--reverse",
         ]
         if self.priority is not None:
             argv.append(f"--priority={self.priority}")

@@ -117,6 +117,7 @@ def test_the_command_carries_every_filter(lab: Inventory, both: Receivers) -> No
     argv = shlex.split(both.commands["mon1"])
     assert argv[0] == "journalctl" and "--directory=/var/log/journal/remote" in argv
     assert {"--output=json", "--all", "--quiet", "--lines=50", "--priority=3"} <= set(argv)
+    assert "--reverse" in argv  # with --since, --lines keeps the newest entries only so
     since = datetime(2026, 12, 7, 8, tzinfo=UTC).timestamp()
     assert f"--since=@{since:.6f}" in argv and f"--until=@{since:.6f}" in argv
     hosts = [a for a in argv if a.startswith("_HOSTNAME=")]
