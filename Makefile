@@ -63,6 +63,7 @@ lint: venv docs
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy playbooks/roles/haproxy/files/haproxy-server-state
 	$(VENV)/bin/mypy playbooks/roles/monitoring/files/faultbook-pgbackrest-metrics
+	$(VENV)/bin/mypy playbooks/roles/journal/files/faultbook-log-metrics
 	cd playbooks && ANSIBLE_CONFIG=ansible.cfg ../$(VENV)/bin/ansible-playbook \
 	  -i ../inventories/lab/hosts.yml --syntax-check site.yml
 	$(VENV)/bin/ansible-lint --profile production playbooks/
@@ -92,6 +93,7 @@ integration: setup
 	$(FB) alerts stop
 	$(PYTEST) -q --durations=25 -m "$(MARK)" tests/integration/test_stack.py \
 	  tests/integration/test_security.py tests/integration/test_hardening.py \
+	  tests/integration/test_logs.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
 	  tests/integration/test_webtier.py tests/integration/test_incidents.py \
 	  tests/integration/test_oncall_browser.py tests/integration/test_drills.py \

@@ -198,3 +198,12 @@ class IncidentError(UsageError):
 
 class NotebookServerError(FaultbookError):
     """JupyterLab could not be started for an incident, or did not answer in time."""
+
+
+class LogQueryError(UsageError):
+    """A central-logs query that does not parse: a time, a priority or a unit name (names
+    what was given and what is expected)."""
+
+
+class LogsError(FaultbookError):
+    """No receiver of the central logs answered (names each one and why)."""

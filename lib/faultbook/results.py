@@ -53,7 +53,7 @@ BASE_METRICS = (
     "p99_ms",
 )
 # Optional top-level keys: written only when set.
-OPTIONAL_KEYS = ("rollback", "confirmations", "preflight")
+OPTIONAL_KEYS = ("rollback", "confirmations", "preflight", "logs")
 
 
 def utcnow() -> str:
@@ -97,6 +97,8 @@ class Run:
     rollback: dict[str, Any] | None = None
     confirmations: list[dict[str, Any]] = field(default_factory=list)
     preflight: dict[str, Any] | None = None
+    # the central logs' error counts of the run's hosts (faultbook.logs.RunErrors.record)
+    logs: dict[str, Any] | None = None
     schema_version: int = field(default=SCHEMA_VERSION, init=False)
 
     @classmethod

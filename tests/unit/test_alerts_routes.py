@@ -374,3 +374,17 @@ def test_every_rule_names_its_runbook_and_how_to_run_it(rule: dict, table: route
     routed = {r.runbook for r in table.routes if r.alertname(rule["alert"])}
     if routed:  # the runbook it names is one its routes start
         assert notes["runbook"] in routed, (rule["alert"], notes["runbook"], routed)
+
+
+def test_alerts_from_the_logs_have_their_routes(table: routes.Routes) -> None:
+    res = table.resolve(_alert("PostgresFatalBurst", host="db2"))
+    assert res.route is not None and res.route.name == "postgres-fatal-burst"
+    assert res.route.effective == "diagnose" and res.route.runbook == "health-check"
+    res = table.resolve(_alert("SSHAuthFailures", host="web1"))
+    assert res.route is not None and res.route.runbook == "security-audit"
+    assert res.route.effective == "prepare"
+    res = table.resolve(_alert("LedgerErrorRate", instance="web3"))
+    assert res.route is not None and res.route.name == "web-node-errors"
+    assert res.parameters["target"] == "web3" and res.parameters["confirm"] is False
+    res = table.resolve(_alert("HAProxyBackendErrors", instance="lb1", proxy="web"))
+    assert res.route is not None and res.route.name == "web-backend-errors"

@@ -208,3 +208,86 @@ def test_backup_metrics_without_pgbackrest_say_so() -> None:
 def test_backup_metrics_pass_promtool_check_metrics(promtool: Promtool) -> None:
     result = promtool.run("check", "metrics", stdin=_render_backup_metrics())
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ the log counter
+LOG_SCRIPT = REPO / "playbooks/roles/journal/files/faultbook-log-metrics"
+
+
+def _entry(host: str, ident: str, message: str | list[int]) -> dict[str, object]:
+    """One entry of journalctl -o json, with the fields the log counter asks for."""
+    return {"_HOSTNAME": host, "SYSLOG_IDENTIFIER": ident, "MESSAGE": message}
+
+
+PG_PANIC = '[1-1] PANIC:  could not write to file "pg_wal/xlogtemp.81": No space left on device'
+LOG_ENTRIES = [
+    _entry(
+        "db1", "postgres", "[812-1] FATAL:  terminating connection due to administrator command"
+    ),
+    _entry("db1", "postgres", PG_PANIC),
+    _entry("db1", "postgres", "[9-1] ERROR:  duplicate key value violates unique constraint"),
+    _entry("web2", "sshd", "Invalid user admin from 10.77.0.250 port 40022"),
+    _entry("web2", "sshd", "Failed password for deploy from 10.77.0.1 port 50120 ssh2"),
+    _entry(
+        "web2", "sshd", list(b"Connection closed by authenticating user deploy 10.77.0.1 port 5")
+    ),
+    _entry("web2", "sshd", "Accepted publickey for deploy from 10.77.0.1 port 50122 ssh2"),
+    _entry("web3", "gunicorn", "FATAL: not PostgreSQL, not counted"),
+]
+
+
+def _load_log_script() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("faultbook_log_metrics", str(LOG_SCRIPT))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_the_log_counter_counts_each_kind_per_host() -> None:
+    script = _load_log_script()
+    counts = script.count(LOG_ENTRIES)
+    assert counts == {("postgres_fatal", "db1"): 2, ("sshd_auth_failure", "web2"): 3}
+    # a restarted uploader sends the entry at its cursor again: the same entry counts once
+    stamped = [
+        {**e, "_BOOT_ID": "b1", "__MONOTONIC_TIMESTAMP": str(i), "__REALTIME_TIMESTAMP": str(i)}
+        for i, e in enumerate(LOG_ENTRIES)
+    ]
+    assert script.count([*stamped, stamped[0], stamped[4]]) == counts
+    assert (
+        script.count([*stamped, {**stamped[0], "__MONOTONIC_TIMESTAMP": "99"}])[
+            ("postgres_fatal", "db1")
+        ]
+        == 3
+    )  # the same text at another time is another line
+    text = script.render(counts, 60.0, 1795800000.0)
+    assert 'faultbook_log_lines{host="db1",kind="postgres_fatal"} 2' in text
+    assert "faultbook_log_metrics_success 1" in text
+    failed = script.render(None, 60.0, 1795800000.0)
+    assert "faultbook_log_metrics_success 0" in failed and "faultbook_log_lines{" not in failed
+
+
+def test_log_rules_use_metrics_the_log_counter_writes() -> None:
+    script = _load_log_script()
+    text = script.render(script.count(LOG_ENTRIES), 60.0, 1795800000.0)
+    written = set(re.findall(r"^(faultbook_log_[a-z0-9_]+)[{ ]", text, re.MULTILINE))
+    rules = (REPO / RULES_DIR / "logs.yml").read_text()
+    used = _used_metrics(REPO / RULES_DIR / "logs.yml", "faultbook_log_")
+    assert {"faultbook_log_lines", "faultbook_log_metrics_timestamp_seconds"} <= used
+    assert used <= written, f"not written by the script: {sorted(used - written)}"
+    kinds = set(re.findall(r'kind="([a-z_]+)"', rules))
+    assert kinds and kinds <= set(script.KINDS), kinds
+
+
+def test_log_metrics_pass_promtool_check_metrics(promtool: Promtool) -> None:
+    script = _load_log_script()
+    text = script.render(script.count(LOG_ENTRIES), 60.0, 1795800000.0)
+    result = promtool.run("check", "metrics", stdin=text)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_rule_file_is_installed() -> None:
+    """The monitoring role loads the files it lists: a rule file left out never runs."""
+    listed = yaml.safe_load((REPO / "playbooks/roles/monitoring/vars/main.yml").read_text())
+    assert sorted(listed["monitoring_rule_files"]) == sorted(f.name for f in RULE_FILES)

@@ -100,6 +100,13 @@ def test_expected_ports_per_vantage(lab: Inventory) -> None:
     assert table.expected(t["db1"], lab.host("web3").address) == {5432}
     assert table.expected(t["backup1"], lab.host("db1").address) == {8432}
     assert table.declared_ports("udp") == {9094}
+    # every host ships its journal to each mon host, and nowhere else
+    web1 = lab.host("web1").address
+    assert table.expected(t["mon2"], web1) == {19532}
+    assert table.expected(t["mon1"], lab.host("mon2").address) == {9090, 9093, 9094, 9100, 19532}
+    assert all(
+        19532 not in table.expected(x, web1) for x in t.values() if x.name not in ("mon1", "mon2")
+    )
 
 
 def _with_vars(inv: Inventory, **extra: Any) -> Inventory:

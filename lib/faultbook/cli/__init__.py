@@ -20,6 +20,7 @@ from faultbook.cli import (  # noqa: E402, F401
     backup,
     history,
     lab,
+    logs,
     oncall,
     run,
     schedule,
