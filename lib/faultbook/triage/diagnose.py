@@ -474,11 +474,13 @@ def _backup(f: _Facts) -> Finding | None:
 
 def _monitoring(f: _Facts) -> Finding | None:
     lines = []
+    # A lost primary answers nobody: the mon hosts' misses of it are its symptom, not theirs.
+    primary = f.primary if len(f.primaries) == 1 else None
     for m in f.ev.mons:
         if not m.reachable:
             lines.append(f"{m.name} does not answer SSH ({m.error})")
             continue
-        r = m.reach_to(f.primary) if f.primary else None
+        r = m.reach_to(primary) if primary else None
         if r is not None and not r.ok:
             lines.append(r.describe())
     if not lines:

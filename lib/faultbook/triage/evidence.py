@@ -31,6 +31,7 @@ apart:
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -290,6 +291,15 @@ def _code(text: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
+def _reason(body: str) -> str:
+    """The app's JSON ``reason`` (ledger's 503 body), or ''."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ""
+    return str(doc.get("reason") or "") if isinstance(doc, dict) else ""
+
+
 def parse_web_probe(name: str, text: str, names: Mapping[str, str]) -> WebEvidence:
     parts = text.split(_MARK)
     if len(parts) != 5:
@@ -300,8 +310,7 @@ def parse_web_probe(name: str, text: str, names: Mapping[str, str]) -> WebEviden
     body = " ".join(lines[:-1]).strip()
     reason = ""
     if ready_code != 200:
-        m = re.search(r'"reason":\s*"((?:[^"\\]|\\.)*)"', body)
-        reason = (m.group(1) if m else body)[:300] or "no answer"
+        reason = (_reason(body) or body)[:300] or "no answer"
     peers = sorted(
         {
             names.get(a, a)

@@ -146,7 +146,7 @@ def web_state(w: WebEvidence) -> str:
     if w.healthz != 200:
         parts.append(f"/healthz {w.healthz or 'no answer'}")
     if w.readyz != 200:
-        parts.append(f"/readyz {w.readyz or 'no answer'}: {w.readyz_reason}")
+        parts.append(f"/readyz {w.readyz}: {w.readyz_reason}" if w.readyz else "/readyz no answer")
     return f"{w.name}: " + "; ".join(parts) if parts else f"{w.name}: ready"
 
 
