@@ -608,3 +608,41 @@ def test_collect_asks_every_hop_at_once(monkeypatch: pytest.MonkeyPatch) -> None
     got = collect.collect(object(), "latency", timeout_s=5)  # type: ignore[arg-type]
     assert time.monotonic() - t0 < 1.4  # six hops of 0.5 s each
     assert got.webs == e.webs and got.symptom == "latency" and not diagnose(got).broken
+
+
+def _run_notebook(tmp_path: Path, symptom: str) -> dict[str, Any]:
+    """Every code cell of runbooks/triage.ipynb in order, as papermill would run them, with
+    the parameters injected after the parameters cell."""
+    import nbformat
+
+    from faultbook.paths import RUNBOOKS_DIR
+
+    nb = nbformat.read(str(RUNBOOKS_DIR / "triage.ipynb"), as_version=4)
+    ns: dict[str, Any] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        exec(compile(cell.source, "triage.ipynb", "exec"), ns)  # noqa: S102 - our own runbook
+        if "parameters" in cell.metadata.get("tags", []):
+            ns.update(symptom=symptom, result_dir=str(tmp_path))
+    return ns
+
+
+def test_the_runbook_runs_end_to_end_on_a_healthy_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        collect, "collect", lambda inv, symptom, timeout_s: evidence(symptom=symptom)
+    )
+    ns = _run_notebook(tmp_path, "latency")
+    assert not ns["diagnosis"].broken and ns["run"].verdict == "pass"
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert doc["runbook"] == "triage" and doc["parameters"]["symptom"] == "latency"
+    assert [s["name"] for s in doc["steps"]] == ["collect", "diagnose"]
+
+
+def test_the_runbook_fails_naming_the_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collect, "collect", lambda inv, symptom, timeout_s: _cut_web2(BLOCKED))
+    with pytest.raises(VerdictFailed, match="BROKEN: web2 → db1:5432"):
+        _run_notebook(tmp_path, "5xx")
+    assert steps.read_handover(tmp_path)["finding"]["link"] == "web2 → db1:5432"  # type: ignore[index]
