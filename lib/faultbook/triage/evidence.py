@@ -277,12 +277,21 @@ def web_probe(port: int, unit: str, targets: Sequence[tuple[str, int, bool]]) ->
     its established PostgreSQL connections, and its reach to each db host."""
     url = f"http://127.0.0.1:{int(port)}"
     t = f"{HTTP_TIMEOUT_S:g}"
-    return (
+    return _alongside(
+        targets,
         f"systemctl is-active {shlex.quote(unit)}; echo {_MARK}; "
         f"curl -s -o /dev/null -m {t} -w '%{{http_code}}' {url}/healthz; echo; echo {_MARK}; "
         f"curl -s -m {t} -w '\\n%{{http_code}}' {url}/readyz; echo; echo {_MARK}; "
-        f"ss -Htn state established '( dport = :{PG_PORT} )'; echo {_MARK}; "
-        + reach_command(targets)
+        f"ss -Htn state established '( dport = :{PG_PORT} )'; echo {_MARK}",
+    )
+
+
+def _alongside(targets: Sequence[tuple[str, int, bool]], checks: str) -> str:
+    """CHECKS, with the reach probe of TARGETS running meanwhile (its lines printed last):
+    the host's probe costs the longest of the two, not their sum."""
+    return (
+        f't=$(mktemp); ( {reach_command(targets)} ) >"$t" 2>&1 & {checks}; '
+        'wait; cat "$t"; rm -f "$t"'
     )
 
 
@@ -346,9 +355,8 @@ def db_probe(unit: str, targets: Sequence[tuple[str, int, bool]]) -> str:
         f"cd /tmp && timeout {REACH_TIMEOUT_S:g} sudo -n -u postgres psql -X -A -t "
         f"-c {shlex.quote(DB_SQL)} 2>&1; echo rc=$?"
     )
-    return (
-        f"systemctl is-active {shlex.quote(unit)}; echo {_MARK}; {psql}; echo {_MARK}; "
-        + reach_command(targets)
+    return _alongside(
+        targets, f"systemctl is-active {shlex.quote(unit)}; echo {_MARK}; {psql}; echo {_MARK}"
     )
 
 
