@@ -646,3 +646,19 @@ def test_the_runbook_fails_naming_the_link(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(VerdictFailed, match="BROKEN: web2 → db1:5432"):
         _run_notebook(tmp_path, "5xx")
     assert steps.read_handover(tmp_path)["finding"]["link"] == "web2 → db1:5432"  # type: ignore[index]
+
+
+def test_a_cut_the_lbs_have_not_seen_yet_says_what_is_seen() -> None:
+    e = _cut_web2(BLOCKED)
+    unmarked = dataclasses.replace(e, lbs=(lb("lb1", holds=True), lb("lb2", holds=False)))
+    f = diagnose(unmarked).finding
+    assert f is not None and f.summary == (
+        "web2's /readyz fails, because web2 cannot reach the primary db1, although web1 and "
+        "web3 can"
+    )
+    still = dataclasses.replace(
+        unmarked,
+        webs=tuple(dataclasses.replace(w, readyz=200) if w.name == "web2" else w for w in e.webs),
+    )
+    f = diagnose(still).finding
+    assert f is not None and f.summary.endswith("; web2's /readyz still answers 200")

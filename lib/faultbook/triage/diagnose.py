@@ -190,11 +190,13 @@ def _web_to_primary(f: _Facts) -> Finding | None:
         lines.append(f"{listed(fine)} reach{'es' if len(fine) == 1 else ''} {p}:{PG_PORT}")
         first = cut[0].name
         down, _ = lb_view(ev, first)
-        marked = f"{listed(down)} mark {first} down: " if down else ""
-        summary = (
-            f"{marked}its /readyz fails, because {listed(cut_names)} cannot reach the primary "
-            f"{p}, although {listed(fine)} can"
-        )
+        because = f"{listed(cut_names)} cannot reach the primary {p}, although {listed(fine)} can"
+        if cut[0].readyz == 200:
+            summary = f"{because}; {first}'s /readyz still answers 200"
+        elif down:
+            summary = f"{listed(down)} mark {first} down: its /readyz fails, because {because}"
+        else:
+            summary = f"{first}'s /readyz fails, because {because}"
         drain = Proposal(
             "web-node-failure",
             {"target": first} if len(cut) == 1 else {},
