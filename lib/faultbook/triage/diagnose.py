@@ -380,7 +380,7 @@ def _lbs(f: _Facts) -> Finding | None:
     if not holders:
         return Finding(
             f"the VIP {ev.vip.vip}",
-            "no lb holds the VIP although both are up",
+            "no lb holds the VIP although every lb is up",
             tuple(lines),
             (Proposal("lb-failover", {}, "restart keepalived on the lbs", hand_over=True),),
         )
