@@ -253,7 +253,7 @@ def test_a_killed_web_service_names_web_node_failure_for_that_host() -> None:
         {"target": "web2"},
         True,
     )
-    assert p.command() == "faultbook run web-node-failure -p target web2"
+    assert p.command() == "faultbook notebook web-node-failure -p target web2"
 
 
 def test_a_powered_off_web_node_names_web_node_failure() -> None:
@@ -472,7 +472,7 @@ def test_a_primary_nobody_reaches_is_its_own_network() -> None:
     assert d.finding is not None and d.finding.link == "the network of db1"
     assert [p.runbook for p in d.finding.proposals] == ["", "db-failover"]
     assert d.finding.proposals[1].command() == (
-        "faultbook db fence db1, then faultbook run db-failover -p target db1"
+        "faultbook db fence db1, then faultbook notebook db-failover -p target db1"
     )
 
 

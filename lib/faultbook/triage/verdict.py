@@ -26,10 +26,12 @@ class Proposal:
     action: str = ""  # a person's step: instead of a runbook, or before it
 
     def command(self) -> str:
+        """What a person types: the runbook as an incident notebook (each destructive
+        step asks there, naming its host), after the action when there is one."""
         if not self.runbook:
             return self.action
         params = " ".join(f"-p {k} {v}" for k, v in self.parameters.items())
-        run = f"faultbook run {self.runbook} {params}".strip()
+        run = f"faultbook notebook {self.runbook} {params}".strip()
         return f"{self.action}, then {run}" if self.action else run
 
     def to_dict(self) -> dict[str, Any]:
