@@ -1,7 +1,7 @@
 """Triage hands over: a symptom alert runs triage read-only; the runbook it names runs
 unattended only where triage allows it and a route of that runbook is allow-listed,
 else it is prepared for a person. The diagnoses are real ones, made by
-``triage.diagnose`` from the recorded evidence of tests/unit/test_triage.py."""
+``triage.diagnose`` from the recorded evidence of tests/unit/triage_fixtures.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_triage as rec
+import triage_fixtures as rec
 from alerts_fixtures import alert, body, fake_command
 
 from faultbook import decisions, inventory
@@ -34,7 +34,7 @@ def web2_down() -> dict[str, Any]:
 
 
 def web2_cut() -> dict[str, Any]:
-    return diagnose(rec._cut_web2(rec.BLOCKED)).to_dict()
+    return diagnose(rec.cut_web2(rec.BLOCKED)).to_dict()
 
 
 # ---------------------------------------------------------------- the plan (pure)
@@ -73,7 +73,7 @@ def test_a_fix_triage_leaves_to_a_person_is_prepared_even_when_allow_listed() ->
 
 def test_a_switchover_is_never_started_by_an_alert() -> None:
     lab = inventory.load("lab")
-    doc = diagnose(rec._cut_web_tier()).to_dict()
+    doc = diagnose(rec.cut_web_tier()).to_dict()
     doc["finding"]["proposals"][0]["hand_over"] = True  # even if a diagnosis said so
     h = handover.plan(routes.load(lab), lab, doc, Path("/runs/t"))
     assert h is not None and h.route is None

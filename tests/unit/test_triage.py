@@ -1,11 +1,7 @@
-"""Triage's chain-walking decisions, on recorded evidence.
-
-Each probe's output below has the shape the probes print on the hosts (the web, db
-and mon probes of ``triage.evidence``, bash's own connect errors, curl's status
-codes, ``ss -Htn``); the lbs' rows have the shape ``vip.lb_status`` and
-``haproxy.haproxy_servers`` return. The parsers turn them into evidence, and
-``diagnose`` must name the right link and the right runbook for each case.
-"""
+"""Triage's chain-walking decisions, on recorded evidence (tests/unit/triage_fixtures.py:
+probe output as the hosts print it, the lbs' rows as the stack library returns them).
+The parsers turn it into evidence, and ``diagnose`` must name the right link and the
+right runbook for each case."""
 
 from __future__ import annotations
 
@@ -13,139 +9,36 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from triage_fixtures import (
+    ANSWERS,
+    BLOCKED,
+    DBS,
+    NAMES,
+    NO_READ_WRITE,
+    REFUSED,
+    SILENT,
+    TIMEOUT,
+    WEBS,
+    both_lbs_mark,
+    cut_web2,
+    cut_web_tier,
+    db_text,
+    evidence,
+    lb,
+    primary_gone,
+    reach_lines,
+    web_text,
+)
 
 from faultbook.errors import ParameterError, VerdictFailed
 from faultbook.results import validate
 from faultbook.triage import collect, steps
 from faultbook.triage import evidence as ev
 from faultbook.triage.diagnose import diagnose
-
-M = "@@faultbook-triage@@"
-ADDR = {
-    "web1": "10.77.0.21",
-    "web2": "10.77.0.22",
-    "web3": "10.77.0.23",
-    "db1": "10.77.0.31",
-    "db2": "10.77.0.32",
-    "db3": "10.77.0.33",
-    "backup1": "10.77.0.41",
-}
-NAMES = {a: n for n, a in ADDR.items()} | {n: n for n in ADDR}
-DBS = ("db1", "db2", "db3")
-WEBS = ("web1", "web2", "web3")
-
-# bash's words, as the reach probe records them (exit status, then its output).
-ANSWERS = "0 connected S"
-SILENT = "124 connected"
-TIMEOUT = "124 "
-BLOCKED = (
-    "97 bash: connect: Operation not permitted "
-    "bash: line 1: /dev/tcp/10.77.0.31/5432: Operation not permitted"
-)
-REFUSED = "97 bash: connect: Connection refused bash: line 1: /dev/tcp/x/5432: Connection refused"
-NO_READ_WRITE = (
-    '{"status": "unavailable", "reason": "ready: no read-write database host: connection to '
-    'server at \\"10.77.0.31\\", port 5432 failed: timeout expired; connection to server at '
-    '\\"10.77.0.32\\", port 5432 failed: session is read-only"}'
-)
-
-
-def reach_lines(outcomes: dict[str, str], port: int = 5432) -> str:
-    return "\n".join(f"reach {ADDR[h]} {port} {o}" for h, o in outcomes.items())
-
-
-def web_text(
-    *,
-    service: str = "active",
-    healthz: str = "200",
-    readyz: str = "200",
-    body: str = '{"status": "ready"}',
-    peers: tuple[str, ...] = ("db1",),
-    reach: dict[str, str] | None = None,
-    me: str = "web1",
-) -> str:
-    conns = "\n".join(
-        f"0      0      {ADDR[me]}:{41000 + i}      {ADDR[p]}:5432" for i, p in enumerate(peers)
-    )
-    reach = reach or dict.fromkeys(DBS, ANSWERS)
-    return f"{service}\n{M}\n{healthz}\n{M}\n{body}\n{readyz}\n\n{M}\n{conns}\n{M}\n" + reach_lines(
-        reach
-    )
-
-
-def db_text(
-    me: str,
-    *,
-    unit: str = "active",
-    sql: str | None = None,
-    reach: dict[str, str] | None = None,
-    backup: str = "0 connected",
-) -> str:
-    if sql is None:
-        sql = "false|off||\nrc=0" if me == "db1" else "true|on|streaming|10.77.0.31\nrc=0"
-    reach = reach if reach is not None else {h: ANSWERS for h in DBS if h != me}
-    return (
-        f"{unit}\n{M}\n{sql}\n{M}\n"
-        + reach_lines(reach)
-        + "\n"
-        + reach_lines({"backup1": backup}, 8432)
-    )
-
-
-def lb(
-    name: str, *, holds: bool, servers: dict[str, str] | None = None, **kw: Any
-) -> ev.LbEvidence:
-    base = ev.LbEvidence(
-        name,
-        True,
-        haproxy="active",
-        keepalived="active",
-        holds_vip=holds,
-        vrrp_state="MASTER" if holds else "BACKUP",
-        healthz=True,
-        servers=servers or dict.fromkeys(WEBS, "UP"),
-    )
-    return dataclasses.replace(base, **kw)
-
-
-def evidence(
-    *,
-    webs: dict[str, ev.WebEvidence] | None = None,
-    dbs: dict[str, ev.DbEvidence] | None = None,
-    lbs: tuple[ev.LbEvidence, ...] | None = None,
-    vip: ev.VipEvidence | None = None,
-    mons: tuple[ev.MonEvidence, ...] | None = None,
-    backup: ev.BackupEvidence | None = None,
-    symptom: str = "vip-probe",
-) -> ev.Evidence:
-    w = {h: ev.parse_web_probe(h, web_text(me=h), NAMES) for h in WEBS} | (webs or {})
-    d = {h: ev.parse_db_probe(h, db_text(h), NAMES) for h in DBS} | (dbs or {})
-    return ev.Evidence(
-        symptom=symptom,
-        collected_at=datetime(2026, 12, 7, 7, 0, tzinfo=UTC),
-        took_s=1.2,
-        vip=vip or ev.VipEvidence("10.77.0.10", 200, 0.02, body='{"status": "ready"}'),
-        lbs=lbs or (lb("lb1", holds=True), lb("lb2", holds=False)),
-        webs=tuple(w[h] for h in WEBS),
-        dbs=tuple(d[h] for h in DBS),
-        mons=mons
-        if mons is not None
-        else tuple(
-            ev.parse_mon_probe(m, reach_lines(dict.fromkeys(DBS, ANSWERS)), NAMES)
-            for m in ("mon1", "mon2")
-        ),
-        backup=backup or ev.BackupEvidence("backup1", 0, "ok"),
-    )
-
-
-def both_lbs_mark(web: str, status: str = "DOWN") -> tuple[ev.LbEvidence, ...]:
-    servers = dict.fromkeys(WEBS, "UP") | {web: status}
-    return (lb("lb1", holds=True, servers=servers), lb("lb2", holds=False, servers=servers))
 
 
 # ---------------------------------------------------------------- the probes
@@ -274,46 +167,9 @@ def test_two_dead_web_nodes_are_one_run_of_web_node_failure() -> None:
     assert d.proposal is not None and dict(d.proposal.parameters) == {}  # it finds every one
 
 
-def _primary_gone(web_reach: str, db1: ev.DbEvidence) -> ev.Evidence:
-    webs = {
-        h: ev.parse_web_probe(
-            h,
-            web_text(
-                readyz="503",
-                body=NO_READ_WRITE,
-                peers=(),
-                reach={"db1": web_reach, "db2": ANSWERS, "db3": ANSWERS},
-                me=h,
-            ),
-            NAMES,
-        )
-        for h in WEBS
-    }
-    standby = "true|on||10.77.0.31\nrc=0"  # no wal receiver any more
-    dbs = {
-        "db1": db1,
-        "db2": ev.parse_db_probe(
-            "db2", db_text("db2", sql=standby, reach={"db1": web_reach, "db3": ANSWERS}), NAMES
-        ),
-        "db3": ev.parse_db_probe(
-            "db3", db_text("db3", sql=standby, reach={"db1": web_reach, "db2": ANSWERS}), NAMES
-        ),
-    }
-    mons = tuple(
-        ev.parse_mon_probe(
-            m, reach_lines({"db1": web_reach, "db2": ANSWERS, "db3": ANSWERS}), NAMES
-        )
-        for m in ("mon1", "mon2")
-    )
-    every = dict.fromkeys(WEBS, "DOWN")
-    lbs = (lb("lb1", holds=True, servers=every), lb("lb2", holds=False, servers=every))
-    vip = ev.VipEvidence("10.77.0.10", 503, 0.6, body=NO_READ_WRITE)
-    return evidence(webs=webs, dbs=dbs, mons=mons, lbs=lbs, vip=vip, symptom="writes-fail")
-
-
 def test_a_crashed_primary_names_db_failover_with_its_host() -> None:
     off = ev.DbEvidence("db1", False, error="no answer on 10.77.0.31:22 within 1.5s")
-    d = diagnose(_primary_gone(TIMEOUT, off))
+    d = diagnose(primary_gone(TIMEOUT, off))
     f = d.finding
     assert f is not None and f.link == "the primary db1"
     assert "is down" in f.summary and "web1, web2 and web3 fail /readyz" in f.summary
@@ -334,7 +190,7 @@ def test_a_crashed_primary_names_db_failover_with_its_host() -> None:
 
 def test_a_frozen_primary_is_told_from_a_dead_one() -> None:
     frozen = ev.parse_db_probe("db1", db_text("db1", sql="rc=124"), NAMES)
-    d = diagnose(_primary_gone(SILENT, frozen))
+    d = diagnose(primary_gone(SILENT, frozen))
     f = d.finding
     assert f is not None and f.link == "the primary db1" and "is frozen" in f.summary
     assert any("accepts the connection but does not answer" in e for e in f.evidence)
@@ -359,28 +215,13 @@ def test_a_load_balancer_down_names_lb_failover_and_where_the_vip_went() -> None
     )
 
 
-def _cut_web2(outcome: str) -> ev.Evidence:
-    web2 = ev.parse_web_probe(
-        "web2",
-        web_text(
-            readyz="503",
-            body=NO_READ_WRITE,
-            peers=(),
-            reach={"db1": outcome, "db2": ANSWERS, "db3": ANSWERS},
-            me="web2",
-        ),
-        NAMES,
-    )
-    return evidence(webs={"web2": web2}, lbs=both_lbs_mark("web2"), symptom="5xx")
-
-
 @pytest.mark.parametrize(
     ("outcome", "said"),
     [(BLOCKED, "blocked by the source's own firewall"), (TIMEOUT, "no TCP answer")],
     ids=["cut-inside-web2", "cut-inside-db1"],
 )
 def test_a_path_cut_between_one_web_node_and_the_primary(outcome: str, said: str) -> None:
-    d = diagnose(_cut_web2(outcome))
+    d = diagnose(cut_web2(outcome))
     f = d.finding
     assert f is not None and f.link == "web2 → db1:5432"
     assert f.summary == (
@@ -399,31 +240,8 @@ def test_a_path_cut_between_one_web_node_and_the_primary(outcome: str, said: str
     assert "2 fixes apply" in str(d)
 
 
-def _cut_web_tier() -> ev.Evidence:
-    webs = {
-        h: ev.parse_web_probe(
-            h,
-            web_text(
-                readyz="503",
-                body=NO_READ_WRITE,
-                peers=(),
-                reach={"db1": TIMEOUT, "db2": ANSWERS, "db3": ANSWERS},
-                me=h,
-            ),
-            NAMES,
-        )
-        for h in WEBS
-    }
-    every = dict.fromkeys(WEBS, "DOWN")
-    return evidence(
-        webs=webs,
-        lbs=(lb("lb1", holds=True, servers=every), lb("lb2", holds=False, servers=every)),
-        vip=ev.VipEvidence("10.77.0.10", 503, 0.5),
-    )
-
-
 def test_the_primary_cut_off_from_the_whole_web_tier_offers_a_switchover_or_a_repair() -> None:
-    d = diagnose(_cut_web_tier())
+    d = diagnose(cut_web_tier())
     f = d.finding
     assert f is not None and f.link == "web tier → db1:5432"
     assert "although db2, db3, mon1 and mon2 can" in f.summary
@@ -438,7 +256,7 @@ def test_the_primary_cut_off_from_the_whole_web_tier_offers_a_switchover_or_a_re
 
 
 def test_a_standby_the_web_tier_cannot_reach_is_not_offered() -> None:
-    e = _cut_web_tier()
+    e = cut_web_tier()
     webs = tuple(
         dataclasses.replace(
             w,
@@ -455,7 +273,7 @@ def test_a_standby_the_web_tier_cannot_reach_is_not_offered() -> None:
 
 
 def test_a_primary_nobody_reaches_is_its_own_network() -> None:
-    e = _cut_web_tier()
+    e = cut_web_tier()
     cut = {"db1": TIMEOUT, "db2": ANSWERS, "db3": ANSWERS}
     dbs = {
         "db2": ev.parse_db_probe(
@@ -540,7 +358,7 @@ def test_a_lower_link_broken_too_is_listed_under_also() -> None:
 
 # ---------------------------------------------------------------- the runbook's record
 def test_the_record_and_the_hand_over_file(tmp_path: Path) -> None:
-    run, e = steps.Run.start("triage", "incident", {"symptom": "5xx"}), _cut_web2(BLOCKED)
+    run, e = steps.Run.start("triage", "incident", {"symptom": "5xx"}), cut_web2(BLOCKED)
     d = diagnose(e)
     path = steps.record(run, e, d, str(tmp_path))
     doc = json.loads(path.read_text())  # type: ignore[union-attr]
@@ -564,7 +382,7 @@ def test_a_healthy_record_passes(tmp_path: Path) -> None:
 
 
 def test_every_table_has_a_row_per_host() -> None:
-    e = _cut_web2(BLOCKED)
+    e = cut_web2(BLOCKED)
     assert list(steps.web_table(e)["web"]) == list(WEBS)
     assert list(steps.db_table(e)["db"]) == list(DBS)
     reach = steps.reach_table(e)
@@ -642,14 +460,14 @@ def test_the_runbook_runs_end_to_end_on_a_healthy_stack(
 
 
 def test_the_runbook_fails_naming_the_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(collect, "collect", lambda inv, symptom, timeout_s: _cut_web2(BLOCKED))
+    monkeypatch.setattr(collect, "collect", lambda inv, symptom, timeout_s: cut_web2(BLOCKED))
     with pytest.raises(VerdictFailed, match="BROKEN: web2 → db1:5432"):
         _run_notebook(tmp_path, "5xx")
     assert steps.read_handover(tmp_path)["finding"]["link"] == "web2 → db1:5432"  # type: ignore[index]
 
 
 def test_a_cut_the_lbs_have_not_seen_yet_says_what_is_seen() -> None:
-    e = _cut_web2(BLOCKED)
+    e = cut_web2(BLOCKED)
     unmarked = dataclasses.replace(e, lbs=(lb("lb1", holds=True), lb("lb2", holds=False)))
     f = diagnose(unmarked).finding
     assert f is not None and f.summary == (
@@ -662,3 +480,89 @@ def test_a_cut_the_lbs_have_not_seen_yet_says_what_is_seen() -> None:
     )
     f = diagnose(still).finding
     assert f is not None and f.summary.endswith("; web2's /readyz still answers 200")
+
+
+def test_collect_turns_each_source_s_answers_into_evidence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The glue of ``collect`` on the lab inventory, every source answering with what
+    it returns on the lab (web3 powered off: its SSH connect gives up)."""
+    import pandas as pd
+
+    from faultbook import inventory as inv_mod
+    from faultbook import ssh
+    from faultbook.errors import SSHError
+    from faultbook.stack import haproxy, vip
+
+    lab = inv_mod.load("lab")
+    dead = "web3"
+
+    def one(host: str, command: str) -> ssh.CommandResult:
+        if "curl" in command:
+            return ssh.CommandResult(host, 0, web_text(me=host), "")
+        if "psql" in command:
+            return ssh.CommandResult(host, 0, db_text(host), "")
+        return ssh.CommandResult(host, 0, reach_lines(dict.fromkeys(DBS, ANSWERS)), "")
+
+    def run_many(inv: object, hosts: list[str], command: str, **kw: object) -> dict[str, object]:
+        return {
+            h: SSHError(h, "no answer on 10.77.0.23:22 within 1.5s")
+            if h == dead
+            else one(h, command)
+            for h in hosts
+        }
+
+    def run(inv: object, host: str, command: str, *a: object, **kw: object) -> ssh.CommandResult:
+        if command.startswith("cd /tmp && sudo -n -u postgres sh -c"):  # pgbackrest info
+            info = Path(__file__).parent / "fixtures" / "pgbackrest-info-lab.json"
+            return ssh.CommandResult(host, 0, info.read_text(), "")
+        return one(host, command)
+
+    lbs = pd.DataFrame(
+        [
+            ["lb1", True, True, "active", "active", "MASTER", True, ""],
+            ["lb2", True, False, "active", "active", "BACKUP", True, ""],
+        ],
+        columns=list(vip.LB_COLUMNS),
+    )
+    servers = pd.DataFrame(
+        [
+            [lb, backend, w, "DOWN" if w == dead else "UP", 1, "L7OK", 0, 10, ""]
+            for lb in ("lb1", "lb2")
+            for backend in ("web", "web_alive")
+            for w in WEBS
+        ],
+        columns=list(haproxy.SERVER_COLUMNS),
+    )
+
+    class Answer:
+        status_code, text = 200, '{"status": "ready"}'
+
+    class Session:
+        def __enter__(self) -> Session:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def get(self, url: str, timeout: float) -> Answer:
+            assert url == "https://10.77.0.10/readyz"
+            return Answer()
+
+    monkeypatch.setattr(ssh, "run_many", run_many)
+    monkeypatch.setattr(ssh, "run", run)
+    monkeypatch.setattr(vip, "lb_status", lambda inv, timeout: lbs)
+    monkeypatch.setattr(haproxy, "haproxy_servers", lambda inv, timeout: servers)
+    monkeypatch.setattr(collect.http, "session", lambda inv: Session())
+    e = collect.collect(lab, "5xx", 5)
+    assert [w.name for w in e.webs] == list(WEBS) and not e.webs[2].reachable
+    assert e.lbs[0].servers == {"web1": "UP", "web2": "UP", "web3": "DOWN"}
+    assert e.lbs[0].holds_vip is True and e.lbs[1].holds_vip is False
+    assert [d.role for d in e.dbs] == ["primary", "standby", "standby"]
+    assert e.dbs[1].upstream == "db1" and e.dbs[0].reach_to("backup1", 8432) is not None
+    assert [m.name for m in e.mons] == ["mon1", "mon2"] and all(r.ok for r in e.mons[0].reach)
+    assert e.backup is not None and e.backup.host == "backup1" and e.backup.ok, e.backup
+    assert e.vip.status == 200
+    d = diagnose(e)
+    assert d.finding is not None and d.finding.link == dead, str(d)
+    assert d.proposal is not None and dict(d.proposal.parameters) == {"target": dead}
