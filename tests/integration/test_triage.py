@@ -34,7 +34,7 @@ from faultbook.poll import poll
 from faultbook.report import runner
 from faultbook.stack import vip
 from faultbook.triage import collect
-from faultbook.triage.diagnose import Diagnosis, diagnose
+from faultbook.triage.diagnose import Diagnosis, Finding, diagnose
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +92,11 @@ def names(d: Diagnosis, link: str) -> bool:
     return d.finding is not None and d.finding.link == link
 
 
+def finding(d: Diagnosis) -> Finding:
+    assert d.finding is not None, str(d)
+    return d.finding
+
+
 def proposed(d: Diagnosis) -> tuple[str, dict[str, object], bool]:
     p = d.proposal
     assert p is not None, str(d)
@@ -118,7 +123,7 @@ def test_a_powered_off_web_node(inv: inv_mod.Inventory, primary: str) -> None:
     with injected(inv, faults.make("host-crash", inv, web)):
         d = walk(inv, "5xx", lambda d: names(d, web))
     assert names(d, web), str(d)
-    assert any("does not answer SSH" in e for e in d.finding.evidence), str(d)
+    assert any("does not answer SSH" in e for e in finding(d).evidence), str(d)
     assert proposed(d) == ("web-node-failure", {"target": web}, True)
 
 
@@ -126,7 +131,7 @@ def test_a_crashed_primary(inv: inv_mod.Inventory, primary: str) -> None:
     with injected(inv, faults.make("host-crash", inv, primary)):
         d = walk(inv, "writes-fail", lambda d: names(d, f"the primary {primary}"))
     assert names(d, f"the primary {primary}"), str(d)
-    assert "is down" in d.finding.summary, str(d)
+    assert "is down" in finding(d).summary, str(d)
     assert proposed(d) == ("db-failover", {"target": primary}, True)
 
 
@@ -137,7 +142,7 @@ def test_a_frozen_primary(inv: inv_mod.Inventory, primary: str) -> None:
     with injected(inv, fault):
         d = walk(inv, "writes-fail", lambda d: names(d, f"the primary {primary}"))
     assert names(d, f"the primary {primary}"), str(d)
-    assert "is frozen" in d.finding.summary, str(d)
+    assert "is frozen" in finding(d).summary, str(d)
     assert proposed(d) == ("db-failover", {"target": primary}, True)
 
 
@@ -147,7 +152,7 @@ def test_a_load_balancer_down(inv: inv_mod.Inventory, primary: str) -> None:
     with injected(inv, faults.make("host-crash", inv, other)):
         d = walk(inv, "vip-probe", lambda d: names(d, other))
     assert names(d, other), str(d)
-    assert d.finding.summary == f"{other} is down; the VIP is on {holder}", str(d)
+    assert finding(d).summary == f"{other} is down; the VIP is on {holder}", str(d)
     assert proposed(d) == ("lb-failover", {"target": other}, True)
 
 
@@ -190,4 +195,4 @@ def test_a_cut_inside_the_primary_against_the_web_tier(
     standbys = {h.name for h in inv.group("db")} - {primary}
     assert (runbook, params["mode"], hand_over) == ("db-failover", "switchover", False), str(d)
     assert params["new_primary"] in standbys
-    assert d.finding.proposals[1].action.startswith("repair the path")
+    assert finding(d).proposals[1].action.startswith("repair the path")
