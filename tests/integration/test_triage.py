@@ -169,11 +169,11 @@ def test_a_cut_inside_a_web_node_against_the_primary(
         outcome = runner.run("triage", {"symptom": "5xx"}, tmp_path)
     handed = json.loads((tmp_path / "triage.json").read_text())
     assert outcome.exit_code == 1, outcome
-    finding = handed["finding"]
-    assert finding["link"] == link, handed
-    assert f"because {web} cannot reach the primary {primary}, although" in finding["summary"]
-    assert all(o in finding["summary"] for o in others), finding["summary"]
-    first, second = finding["proposals"]
+    found = handed["finding"]
+    assert found["link"] == link, handed
+    assert f"because {web} cannot reach the primary {primary}, although" in found["summary"]
+    assert all(o in found["summary"] for o in others), found["summary"]
+    first, second = found["proposals"]
     assert (first["runbook"], first["parameters"], first["hand_over"]) == (
         "web-node-failure",
         {"target": web},
