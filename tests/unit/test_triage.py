@@ -566,3 +566,18 @@ def test_collect_turns_each_source_s_answers_into_evidence(
     d = diagnose(e)
     assert d.finding is not None and d.finding.link == dead, str(d)
     assert d.proposal is not None and dict(d.proposal.parameters) == {"target": dead}
+
+
+def test_no_standby_streaming_means_writes_hang() -> None:
+    sql = "true|on||10.77.0.31\nrc=0"
+    dbs = {h: ev.parse_db_probe(h, db_text(h, sql=sql), NAMES) for h in ("db2", "db3")}
+    d = diagnose(evidence(dbs=dbs, symptom="writes-fail"))
+    assert d.finding is not None and d.finding.link == "replication db1 → db2 and db3"
+    assert d.finding.summary.endswith("no standby streams, so every commit waits: writes hang")
+
+
+def test_a_read_only_primary_is_named() -> None:
+    ro = ev.parse_db_probe("db1", db_text("db1", sql="false|on||\nrc=0"), NAMES)
+    d = diagnose(evidence(dbs={"db1": ro}, symptom="writes-fail"))
+    assert d.finding is not None and "refuses writes" in d.finding.summary
+    assert d.proposal is not None and d.proposal.runbook == ""

@@ -6,7 +6,8 @@ checked from the database outwards, because a broken link further in shows up as
 symptom at every hop in front of it (a lost primary fails every web node's /readyz,
 so the lbs mark every web node down):
 
-1. **two primaries** (split brain) → db-failover, for a person;
+1. **two primaries** (split brain) → db-failover, for a person; a primary that refuses
+   writes (``default_transaction_read_only``) → a person;
 2. **the primary lost**: no db host is primary; the standbys' ``primary_conninfo``
    names the one they follow; down (no SSH), frozen (its port accepts but never
    answers, psql times out) or stopped → db-failover with that target;
@@ -111,6 +112,26 @@ def _split_brain(f: _Facts) -> Finding | None:
                 {},
                 "fence every primary but one; which one keeps the acknowledged writes is a "
                 "person's call",
+            ),
+        ),
+    )
+
+
+def _read_only_primary(f: _Facts) -> Finding | None:
+    d = f.ev.db(f.primary) if len(f.primaries) == 1 and f.primary else None
+    if d is None or not d.read_only:
+        return None
+    return Finding(
+        f"the primary {d.name}",
+        f"the primary {d.name} refuses writes: default_transaction_read_only is on",
+        (db_state(d),),
+        (
+            Proposal(
+                "",
+                {},
+                "a setting, not a failure: no runbook changes it",
+                action=f"find who set default_transaction_read_only on {d.name} and set it "
+                "off (ALTER SYSTEM, then reload)",
             ),
         ),
     )
@@ -434,9 +455,18 @@ def _standbys(f: _Facts) -> Finding | None:
         return None
     names = [d.name for d, _ in bad]
     first = names[0]
+    others = [d.name for d in f.ev.dbs if d.name != p]
+    # Synchronous commit waits for a quorum of standbys (ANY 1 at least): with none
+    # streaming, every write hangs though /readyz (no commit) still answers 200.
+    hang = (
+        "; no standby streams, so every commit waits: writes hang"
+        if set(names) >= set(others)
+        else ""
+    )
     return Finding(
         f"replication {p} → {listed(names)}",
-        f"{listed(names)} {'does' if len(bad) == 1 else 'do'} not stream from the primary {p}",
+        f"{listed(names)} {'does' if len(bad) == 1 else 'do'} not stream from the primary {p}"
+        + hang,
         tuple(line for _, line in bad),
         (
             Proposal(
@@ -498,6 +528,7 @@ def _monitoring(f: _Facts) -> Finding | None:
 
 RULES: tuple[Callable[[_Facts], Finding | None], ...] = (
     _split_brain,
+    _read_only_primary,
     _primary_lost,
     _web_to_primary,
     _web_nodes,
