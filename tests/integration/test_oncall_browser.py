@@ -106,6 +106,24 @@ def test_db_failover_on_a_healthy_stack_does_nothing(inv: inv_mod.Inventory) -> 
     assert not session.answers
 
 
+def test_web_node_failure_one_stopped_service(inv: inv_mod.Inventory) -> None:
+    """make test's browser case: one confirmation typed, one node drained, restarted and
+    re-enabled (the two-node case below adds a power-on: minutes more)."""
+    r = ssh.run(inv, "web3", "systemctl stop ledger.service", sudo=True)
+    assert r.ok, r.stderr
+    assert haproxy.wait_marked_down(inv, ["web3"], 60) is not None
+    session, text, doc = run_in_browser("web-node-failure", "web-node-failure-one")
+    assert [type_the_host(q) for q, _ in session.answers] == ["web3"], session.answers
+    (confirmed,) = doc["confirmations"]
+    assert confirmed["host"] == "web3" and confirmed["granted"]
+    assert confirmed["by"] != "parameter confirm=True"
+    assert doc["verdict"] == "pass", [s for s in doc["steps"] if s["status"] != "ok"]
+    assert "recover web3" in [s["name"] for s in doc["steps"]]
+    assert not haproxy.failed_backends(inv).failed
+    assert procedure.steady_state(inv).ok
+
+
+@pytest.mark.extended  # a power-on and a second node: minutes more than the case above
 def test_web_node_failure_two_nodes_one_powered_off(lab: Lab, inv: inv_mod.Inventory) -> None:
     lab.crash("web2")
     r = ssh.run(inv, "web3", "systemctl stop ledger.service", sudo=True)

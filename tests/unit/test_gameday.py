@@ -214,8 +214,9 @@ def test_the_matrix_of_the_latest_game_day(tmp_path: Path, home: Path) -> None:
     disk = next(ln for ln in page.splitlines() if ln.startswith("| `disk-full` |"))
     assert "`db-primary-wal-disk-full` (pg_wal)<br>not run" in disk  # in the suite, not run
     skew = next(ln for ln in page.splitlines() if ln.startswith("| `clock-skew` |"))
-    assert "`db-primary-clock-skew` (real hosts)<br>not drilled yet: needs libfaketime" in skew
-    assert "## Not drilled yet" in page and "libfaketime in the lab image: lab hosts share" in page
+    assert "`backup-clock-skew` (real hosts)<br>not drilled yet: needs a whole host's clock" in skew
+    assert "`db-primary-clock-skew` (postgresql@15-main, libfaketime)<br>not run" in skew
+    assert "## Not drilled yet" in page and "a whole host's clock: lab hosts share" in page
     entries = page.split("## Entries", 1)[1]
     assert (
         "| `db-primary-process-freeze` | db-failover | process-freeze | h1 | fail | 4.2 s | 0 | 3 |"

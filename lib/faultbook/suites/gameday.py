@@ -39,13 +39,14 @@ DEFAULT_OUT = REPO_ROOT / "docs" / "gameday.md"
 COLUMNS = ("web", "db primary", "db standby", "lb", "backup", "mon")
 MAX_REASON = 300
 
-FAKETIME = "libfaketime in the lab image"
+BACKUP_CLOCK = "a whole host's clock"
 # What the suite lacks for a planned cell, in full (the page says it once).
 NEEDS: dict[str, str] = {
-    FAKETIME: (
+    BACKUP_CLOCK: (
         "lab hosts share the controller's kernel clock, so a whole host's clock cannot be "
-        "skewed there; one unit's can, through libfaketime (clock-skew's unit=), which the "
-        "lab image does not have yet. On real hosts the fault-observe runbook runs it"
+        "skewed there, only one unit's (clock-skew's unit=, through libfaketime). The backup "
+        "host's clock matters to the `pgbackrest backup` command, which no unit runs: on real "
+        "hosts the fault-observe runbook skews the whole host"
     ),
 }
 
@@ -73,8 +74,9 @@ PLAN: tuple[Cell, ...] = (
     Cell("db-standby-disk-full", "disk-full", "db standby", "pg_wal"),
     Cell("db-primary-wal-disk-full", "disk-full", "db primary", "pg_wal"),
     Cell("backup-disk-full", "disk-full", "backup", "the repository"),
-    Cell("db-primary-clock-skew", "clock-skew", "db primary", "real hosts", FAKETIME),
-    Cell("backup-clock-skew", "clock-skew", "backup", "real hosts", FAKETIME),
+    Cell("db-primary-clock-skew", "clock-skew", "db primary", "postgresql@15-main, libfaketime"),
+    Cell("web-clock-skew", "clock-skew", "web", "ledger.service, libfaketime"),
+    Cell("backup-clock-skew", "clock-skew", "backup", "real hosts", BACKUP_CLOCK),
     Cell("web-service-kill", "service-kill", "web", "ledger.service"),
     Cell("web-service-stop", "service-stop", "web", "ledger.service"),
     Cell("lb-keepalived-stop", "service-stop", "lb", "keepalived, VIP holder"),
