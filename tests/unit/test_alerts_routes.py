@@ -105,11 +105,28 @@ def test_other_hosts_and_the_vip_go_to_diagnose_or_prepare(table: routes.Routes)
     res = table.resolve(_alert("HostDown", instance="backup1"))
     assert res.route is not None and res.route.name == "host-down"
     assert res.route.effective == "diagnose" and "confirm" not in res.parameters  # health-check
-    res = table.resolve(_alert("VIPProbeFailing", instance="vip"))
-    assert res.route is not None and res.route.name == "vip-probe-failing"
-    assert res.parameters["confirm"] is False
     res = table.resolve(_alert("WALArchivingFailing", instance="db1"))
     assert res.route is not None and res.parameters["mode"] == "verify"
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "route", "symptom"),
+    [
+        ("VIPProbeFailing", {"instance": "vip"}, "vip-probe-failing", "vip-probe"),
+        ("HAProxyBackendDown", {"instance": "lb1", "proxy": "web"}, "web-backend-down", "5xx"),
+    ],
+)
+@pytest.mark.parametrize("inv_name", ["lab", "example"])
+def test_symptoms_go_to_triage_read_only(
+    name: str, labels: dict, route: str, symptom: str, inv_name: str
+) -> None:
+    """A symptom names no link: triage walks the chain in diagnose mode (no confirm: it
+    only reads) and the receiver hands over from its result (test_alerts_handover.py)."""
+    inv = inventory.load(inv_name)
+    res = routes.load(inv).resolve(_alert(name, **labels))
+    assert res.route is not None and res.route.name == route and not res.refused
+    assert (res.route.runbook, res.route.effective) == ("triage", "diagnose")
+    assert res.parameters == {"symptom": symptom, "inventory": str(inv.path), "mode": "incident"}
 
 
 def test_a_host_outside_the_inventory_is_refused_with_the_reason(table: routes.Routes) -> None:

@@ -44,6 +44,7 @@ def test_catalogue_has_every_kind() -> None:
         "disk-full",
         "clock-skew",
         "exposed-listener",
+        "path-cut",
     }
     needs_lab = {r["fault"] for r in faults.catalogue_table() if r["needs_lab"]}
     assert needs_lab == {"host-crash"}

@@ -19,6 +19,7 @@ ORDER = [
     "security",
     "archive",
     "report",
+    "triage",
     "alerts",
     "suites",
     "oncall",

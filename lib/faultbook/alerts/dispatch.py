@@ -30,15 +30,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from faultbook import decisions, lock
 from faultbook.alerts import guard as guards
+from faultbook.alerts import handover
 from faultbook.alerts.payload import Alert, Notification
 from faultbook.alerts.routes import Route, Routes
+from faultbook.errors import FaultbookError
 from faultbook.inventory import Inventory
 from faultbook.paths import faultbook_home, state_dir
 from faultbook.results import redact
@@ -368,6 +370,7 @@ class Dispatcher:
         params: Mapping[str, Any],
         action: str,
         base: Mapping[str, Any],
+        reason: str = "",
     ) -> Decision:
         run_dir = new_dir(alerts_dir(self.inv) / "runs", r.runbook)
         wait_s = r.lock_wait_s if r.lock == "wait" else 0.0
@@ -379,7 +382,8 @@ class Dispatcher:
             self._preempt_diagnoses(base, run_dir)
         d = Decision(
             decision,
-            f"route {r.name}: policy {r.effective}"
+            reason
+            or f"route {r.name}: policy {r.effective}"
             + (" (confirm=True)" if params.get("confirm") else " (read-only)"),
             **base,
             run_dir=str(run_dir),
@@ -451,6 +455,12 @@ class Dispatcher:
         preempted = str(run_dir) in self.preempted
         self.preempted.discard(str(run_dir))
         failed = status != 0 and not preempted  # a stopped diagnosis pages nobody
+        # A triage run names the broken link and its runbook (alerts.handover).
+        diagnosis = (
+            handover.read(run_dir)
+            if r.runbook == handover.TRIAGE and not preempted and status != EXIT_BUSY
+            else None
+        )
         extra: dict[str, Any] = {"preempted": True} if preempted else {}
         decisions.record(
             "run-finished",
@@ -477,6 +487,8 @@ class Dispatcher:
                     run_dir=str(run_dir),
                 )
             )
+        elif diagnosis is not None and await self._hand_over(alert, r, diagnosis, run_dir, base):
+            pass
         elif failed:
             log.error(
                 "%s run for %s failed (exit %s, verdict %s): %s",
@@ -494,6 +506,43 @@ class Dispatcher:
                 f"the {r.effective} run of {r.runbook} failed (exit {status}, verdict "
                 f"{verdict or 'none'}; {run_dir}): prepared for a person",
             )
+
+    async def _hand_over(
+        self,
+        alert: Alert,
+        r: Route,
+        diagnosis: Mapping[str, Any],
+        run_dir: Path,
+        base: Mapping[str, Any],
+    ) -> bool:
+        """Start or prepare the runbook a triage run named; False when it named none."""
+        try:
+            h = handover.plan(self.routes, self.inv, diagnosis, run_dir)
+        except FaultbookError as exc:
+            self.record(Decision("refused", f"triage ({run_dir}): {exc}", **base))
+            return True
+        if h is None:
+            return False
+        params = redact(h.parameters)
+        follow = {**base, "runbook": h.runbook, "parameters": params}
+        if h.route is None:
+            await self._prepare(
+                alert, replace(r, runbook=h.runbook), h.parameters, follow, h.reason
+            )
+            return True
+        route = h.route
+        follow.update(route=route.name, policy=route.effective)
+        action = guards.action_key(h.runbook, params)
+        why = handover.recent(self.guard, action, route.window_s)
+        if why is not None:
+            self.record(Decision("duplicate", f"{h.reason}; but {why}", **follow))
+            return True
+        v = guards.locked(self.lock_key, route)
+        if v is not None:
+            self.record(Decision(v.decision, f"{h.reason}; but {v.reason}", **follow))
+            return True
+        self._start(alert, route, h.parameters, action, follow, reason=h.reason)
+        return True
 
     async def drain(self, timeout_s: float | None = None) -> None:
         """Wait for every run this dispatcher started (``replay``, tests, shutdown),

@@ -12,6 +12,7 @@
 | disk-full       | fill a data filesystem to leave_mib (``hostfaults``)     | no            |
 | clock-skew      | step a host's clock, or one unit's (``hostfaults``)      | no            |
 | exposed-listener| a test listener and a firewall hole for it (``listener``)| no            |
+| path-cut        | nftables inside a host drops its traffic with PEERS (``pathcut``) | no     |
 
 service-stop, process-freeze, disk-full and clock-skew (everywhere), and
 partition and delay-loss on real hosts, arm a transient systemd timer on the
@@ -572,8 +573,9 @@ def catalogue_table() -> list[dict[str, Any]]:
     ]
 
 
-# disk-full and clock-skew (a host's own disk and clock), and the security audit's
-# exposed-listener, register themselves here; a module of their own keeps this one
-# small. Imported last: they subclass Fault.
+# disk-full and clock-skew (a host's own disk and clock), the security audit's
+# exposed-listener and triage's path-cut register themselves here; modules of their
+# own keep this one small. Imported last: they subclass Fault.
 from faultbook.drills import hostfaults as _hostfaults  # noqa: E402,F401
 from faultbook.drills import listener as _listener  # noqa: E402,F401
+from faultbook.drills import pathcut as _pathcut  # noqa: E402,F401
