@@ -93,7 +93,7 @@ integration: setup
 	$(FB) alerts stop
 	$(PYTEST) -q --durations=25 -m "$(MARK)" tests/integration/test_stack.py \
 	  tests/integration/test_security.py tests/integration/test_hardening.py \
-	  tests/integration/test_logs.py \
+	  tests/integration/test_logs.py tests/integration/test_triage.py \
 	  tests/integration/test_ansible.py tests/integration/test_backup.py \
 	  tests/integration/test_webtier.py tests/integration/test_incidents.py \
 	  tests/integration/test_oncall_browser.py tests/integration/test_drills.py \

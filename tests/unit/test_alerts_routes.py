@@ -402,6 +402,8 @@ def test_alerts_from_the_logs_have_their_routes(table: routes.Routes) -> None:
     assert res.route.effective == "prepare"
     res = table.resolve(_alert("LedgerErrorRate", instance="web3"))
     assert res.route is not None and res.route.name == "web-node-errors"
-    assert res.parameters["target"] == "web3" and res.parameters["confirm"] is False
+    assert (res.route.runbook, res.route.effective) == ("triage", "diagnose")
+    assert res.parameters["symptom"] == "5xx"
     res = table.resolve(_alert("HAProxyBackendErrors", instance="lb1", proxy="web"))
     assert res.route is not None and res.route.name == "web-backend-errors"
+    assert (res.route.runbook, res.parameters["symptom"]) == ("triage", "5xx")

@@ -355,3 +355,18 @@ def test_a_runbook_whose_groups_this_inventory_lacks_gets_a_note(
     doc = json.loads(Path(run.save(tmp_path)).read_text())
     assert doc["logs"]["errors"] == {} and doc["logs"]["note"] == errs.note
     assert results.validate({**doc, "logs": {**doc["logs"], "errors": {"web1": {"x": 0}}}})
+
+
+def test_triage_reads_every_hosts_errors_of_the_last_15_minutes(
+    lab: Inventory, both: Receivers, tmp_path: Path
+) -> None:
+    from faultbook.triage import steps
+
+    run = results.Run.start("triage", "incident", {})
+    before = datetime.now(UTC).timestamp()
+    errs = steps.recent_errors(run, lab)
+    since = float(both.commands["mon1"].split("--since=@")[1].split()[0].strip("'\""))
+    assert before - 15 * 60 - 2 < since <= datetime.now(UTC).timestamp() - 15 * 60
+    assert not errs.hosts and "_HOSTNAME=" not in both.commands["mon1"]  # every host
+    doc = json.loads(Path(run.save(tmp_path)).read_text())
+    assert doc["logs"]["errors"]["db1"] == {"postgresql@15-main.service": 2}

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from faultbook import inventory as inventory_mod
+from faultbook import logs
 from faultbook.errors import ParameterError, VerdictFailed
 from faultbook.inventory import Inventory
 from faultbook.results import Run
@@ -28,6 +29,7 @@ from faultbook.triage.diagnose import Diagnosis
 RUNBOOK = "triage"
 MODES = ("incident",)
 HANDOVER_FILE = "triage.json"
+ERRORS_LOOKBACK = "-15min"  # the symptom began before the run: the error lines of that window
 
 
 def begin(inventory: str, symptom: str, mode: str, timeout_s: float) -> tuple[Run, Inventory]:
@@ -187,6 +189,13 @@ def proposals_table(d: Diagnosis) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=["", "runbook", "command", "unattended hand-over", "why"])
+
+
+def recent_errors(run: Run, inv: Inventory) -> logs.RunErrors:
+    """Every host's error lines (priority err or worse) of the last 15 minutes, read from
+    the central logs and kept in result.json (``logs``); a note when no mon host answers.
+    Triage acts on no host and the fault began before the run, so the window looks back."""
+    return logs.run_errors(inv, None, ERRORS_LOOKBACK).keep(run)
 
 
 # --------------------------------------------------------------------- record
