@@ -22,8 +22,10 @@ import requests
 from faultbook import decisions
 from faultbook import inventory as inv_mod
 from faultbook.alerts import drill, server, service
-from faultbook.drills import procedure
+from faultbook.drills import faults, procedure
 from faultbook.lab.lab import Lab
+from faultbook.poll import poll
+from faultbook.triage import steps
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +145,41 @@ def test_autopilot_with_one_mon_host_down(inv: inv_mod.Inventory, tmp_path: Path
     )
     _assert_autopilot(r, inv)
     assert Lab(inv).pid(mon) is not None, f"{mon} was not booted again"
+
+
+def test_a_symptom_alert_runs_triage_which_prepares_the_fix(inv: inv_mod.Inventory) -> None:
+    """A cut inside the primary against the whole web tier: every web node fails
+    /readyz, so HAProxy's backend has no server up and the VIP probe fails (symptoms;
+    the primary itself stays writable, so NoWritablePrimary does not inhibit them). The
+    receiver runs triage read-only; triage names the cut and proposes a switchover to a
+    standby the web tier reaches, which alerts never start: it is prepared for a person.
+    The cut reverts itself (max_s) and is rolled back here; the stack is steady again."""
+    state = procedure.wait_steady_state(inv, timeout_s=180)
+    assert state.ok and state.primary, str(state)
+    webs = [h.name for h in inv.group("web")]
+    t0 = decisions.now_iso()
+    fault = faults.make("path-cut", inv, state.primary, peers=webs, max_s=240)
+    fault.prepare()
+    fault.inject()
+    try:
+
+        def prepared(_t: float) -> list[dict[str, Any]] | None:
+            got = [e for e in _since(t0, "decision") if e["decision"] == "prepared"]
+            return [e for e in got if e.get("runbook") == "db-failover"] or None
+
+        handed = poll(prepared, 240, what="db-failover prepared after triage", interval_s=2)
+    finally:
+        fault.rollback()
+    made = _since(t0, "decision")
+    triaged = [e for e in made if e["decision"] == "diagnosed" and e.get("runbook") == "triage"]
+    assert triaged, made
+    assert {e["alertname"] for e in triaged} <= {"HAProxyBackendDown", "VIPProbeFailing"}, made
+    assert not [e for e in made if e["decision"] == "ran"], made  # nothing unattended
+    finished = [e for e in _since(t0, "run-finished") if e.get("runbook") == "triage"]
+    named = [steps.read_handover(e["run_dir"]) for e in finished]
+    links = {d["finding"]["link"] for d in named if d and d.get("finding")}
+    assert f"web tier → {state.primary}:5432" in links, named
+    params = handed[0]["parameters"]
+    assert params["mode"] == "switchover" and params["new_primary"] != state.primary, handed
+    after = procedure.wait_steady_state(inv, timeout_s=180)
+    assert after.ok, str(after)

@@ -152,12 +152,20 @@ def prepare_notebook(runbook: str, params: Mapping[str, Any], context: Mapping[s
     return d
 
 
-def prometheus_still_firing(inv: Inventory) -> Callable[[Alert], bool]:
-    """Whether Prometheus (any mon host) still has this alert firing, by its labels."""
+def still_acting(inv: Inventory) -> Callable[[Alert], bool]:
+    """Whether the alert still calls for action after a route's ``settle``: Alertmanager
+    (any mon host) still holds it active, neither inhibited nor silenced. Prometheus
+    knows nothing of inhibitions: a web server marked down a moment before its whole
+    backend still fires there while Alertmanager suppresses it. When no Alertmanager
+    answers, Prometheus decides whether it still fires."""
 
     def check(alert: Alert) -> bool:
         from faultbook.stack import monitoring
 
+        try:
+            return monitoring.alert_still_acts(inv, alert.labels)
+        except FaultbookError as exc:
+            log.warning("Alertmanager cannot say whether %s still acts: %s", alert.name, exc)
         for a in monitoring.firing_alerts(inv):
             labels = a.get("labels") or {}
             if all(labels.get(k) == v for k, v in alert.labels.items()):
@@ -183,7 +191,7 @@ class Dispatcher:
     ) -> None:
         self.inv = inv
         self.routes = routes
-        self.still_firing = still_firing or prometheus_still_firing(inv)
+        self.still_firing = still_firing or still_acting(inv)
         self.guard = guard or guards.Guard()
         self.command = command
         self.replay = replay
@@ -315,7 +323,8 @@ class Dispatcher:
             self.record(
                 Decision(
                     "cleared",
-                    f"{alert.name} no longer fires {r.settle_s:g} s after its notification: "
+                    f"{alert.name} no longer fires, or Alertmanager now inhibits it, "
+                    f"{r.settle_s:g} s after its notification: "
                     "nothing run",
                     **base,
                 )

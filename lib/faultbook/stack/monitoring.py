@@ -416,3 +416,47 @@ def _describe(df: pd.DataFrame) -> str:
 def firing_alerts(target: Inventory | str, timeout: float = 5.0) -> list[dict[str, Any]]:
     """Raw firing alerts, pending ones left out (see ``alerts`` for a DataFrame)."""
     return [a for a in raw_alerts(target, timeout=timeout) if a.get("state") == "firing"]
+
+
+ALERTMANAGER_PORT = 9093  # the monitoring role's monitoring_alertmanager_port
+
+
+def alertmanager_alerts(
+    inv: Inventory, labels: Mapping[str, str], timeout: float = 3.0
+) -> list[dict[str, Any]]:
+    """The alerts Alertmanager holds that carry every one of ``labels`` (``/api/v2/alerts``
+    with an equality filter per label), each with its ``status.state``: ``active``, or
+    ``suppressed`` by an inhibition or a silence. Each mon host is asked in turn until
+    one answers (the cluster shares its alerts); PrometheusError when none does."""
+    params = [("filter", f'{k}="{_escape(v)}"') for k, v in sorted(labels.items())]
+    failures: list[str] = []
+    with http.monitoring_session(inv) as s:
+        for h in inv.group("mon"):
+            host = f"[{h.address}]" if ":" in h.address else h.address
+            url = f"https://{host}:{ALERTMANAGER_PORT}/api/v2/alerts"
+            try:
+                r = s.get(url, params=params, timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout))
+                body = r.json() if r.status_code == 200 else None
+            except (requests.RequestException, ValueError) as exc:
+                failures.append(f"{h.name}: {type(exc).__name__}: {_one_line(exc)}")
+                continue
+            if not isinstance(body, list):
+                failures.append(f"{h.name}: HTTP {r.status_code}: {_one_line(r.text)}")
+                continue
+            return [a for a in body if isinstance(a, dict)]
+    raise PrometheusError(
+        "no Alertmanager answers: " + ("; ".join(failures) or "the inventory has no mon host"),
+        transient=True,
+    )
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def alert_still_acts(inv: Inventory, labels: Mapping[str, str]) -> bool:
+    """Whether an alert with these labels is still active in Alertmanager: firing and
+    neither inhibited nor silenced. False when it is resolved or suppressed (a symptom
+    that a wider alert now inhibits, e.g. one server down once its whole backend is)."""
+    found = alertmanager_alerts(inv, labels)
+    return any((a.get("status") or {}).get("state") == "active" for a in found)
