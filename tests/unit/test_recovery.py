@@ -14,7 +14,7 @@ import pytest
 
 from faultbook import inventory as inv_mod
 from faultbook.drills import confirm, procedure, recovery
-from faultbook.errors import PlaybookFailed, WebTierError
+from faultbook.errors import DrillAborted, PlaybookFailed, WebTierError
 from faultbook.results import Run, validate
 from faultbook.stack import haproxy, vip
 from faultbook.stack.haproxy import BackendHealth
@@ -95,6 +95,29 @@ def test_incident_takes_every_failed_web_node(lab: inv_mod.Inventory) -> None:
     assert haproxy.pick_targets(two, "web1", "incident", lab) == ["web2", "web3"]
     assert haproxy.pick_targets(BackendHealth("web", ()), "web2", "incident", lab) == []
     assert haproxy.pick_targets(BackendHealth("web", ()), "", "drill", lab) == ["web1"]
+
+
+def test_a_whole_tier_out_but_alive_is_not_a_web_node_failure(
+    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node fails /readyz; web2 still answers /healthz: the cause is behind them."""
+    every = BackendHealth("web", ("web1", "web2", "web3"))
+    asked: list[str] = []
+
+    def alive(inv: Any, backend: str = "web", timeout: float = 3.0) -> BackendHealth:
+        asked.append(backend)
+        return BackendHealth(backend, ("web1", "web3"))
+
+    monkeypatch.setattr(haproxy, "failed_backends", alive)
+    with pytest.raises(DrillAborted, match=r"web2 still answer /healthz.*faultbook run triage"):
+        haproxy.pick_targets(every, "web2", "incident", lab)
+    assert asked == ["web_alive"]
+    # every node dead (down in web_alive too): each is recovered
+    monkeypatch.setattr(haproxy, "failed_backends", lambda *a, **k: every)
+    assert haproxy.pick_targets(every, "", "incident", lab) == ["web1", "web2", "web3"]
+    # one node out: web_alive is not asked
+    monkeypatch.setattr(haproxy, "failed_backends", lambda *a, **k: pytest.fail("asked"))
+    assert haproxy.pick_targets(BackendHealth("web", ("web2",)), "", "incident", lab) == ["web2"]
 
 
 def _lbs(**rows: dict[str, Any]) -> Any:

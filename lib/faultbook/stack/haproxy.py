@@ -338,6 +338,9 @@ def recover(inv: Inventory, host: str, force_restart: bool = False) -> ansible.P
 
 
 # ------------------------------------------------------------ runbook steps
+ALIVE_BACKEND = "web_alive"  # the same servers, checked on /healthz only
+
+
 def pick_targets(health: BackendHealth, target: str, mode: str, inv: Inventory) -> list[str]:
     """The web hosts this run deals with, in inventory order; empty when there is nothing
     to do.
@@ -346,7 +349,9 @@ def pick_targets(health: BackendHealth, target: str, mode: str, inv: Inventory) 
     be UP first. incident: every failed backend server, all of them in one run. A TARGET
     named in incident mode must be a web host; when it is UP again it is left alone (an
     alert that has cleared by the time the run starts must not drain a healthy node),
-    while the other failed nodes are still handled.
+    while the other failed nodes are still handled. When every web node is out while
+    some still answer /healthz, the fault is behind the tier: DrillAborted, nothing
+    drained (asks backend web_alive only then).
     """
     if target:
         inv.member(target, "web")
@@ -359,6 +364,20 @@ def pick_targets(health: BackendHealth, target: str, mode: str, inv: Inventory) 
         return [target]
     if target and target not in health.failed:
         log.info("%s is UP in HAProxy: nothing to do for it", target)
+    web = [h.name for h in inv.group("web")]
+    if web and set(web) <= set(health.failed):
+        # The whole tier is out. Nodes that still answer /healthz (backend web_alive) but
+        # not /readyz are alive and waiting on something behind them: draining and
+        # restarting them fixes nothing and leaves no node in rotation.
+        dead = failed_backends(inv, ALIVE_BACKEND)
+        alive = [n for n in web if n not in dead]
+        if alive:
+            raise DrillAborted(
+                f"every web node fails /readyz, and {', '.join(alive)} still answer "
+                "/healthz: the cause lies behind the web tier (the database, or the path "
+                "to it), not in a web node; nothing drained. Run triage: faultbook run "
+                "triage -p symptom 5xx"
+            )
     return list(health.failed)
 
 
