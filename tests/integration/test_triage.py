@@ -18,6 +18,7 @@ the primary against the whole web tier.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from faultbook import inventory as inv_mod
-from faultbook import lock
+from faultbook import lock, ssh
 from faultbook.drills import faults, procedure
 from faultbook.drills.faults import Fault
 from faultbook.errors import ConditionTimeout
@@ -183,13 +184,46 @@ def test_a_cut_inside_a_web_node_against_the_primary(
     assert json.loads((tmp_path / "result.json").read_text())["verdict"] == "fail"
 
 
+def orphans(inv: inv_mod.Inventory, primary: str) -> dict[str, tuple[int, int]] | None:
+    """Web hosts with more client backends on the primary than the host has connections
+    to it ({host: (backends, connections)}); None when every backend has its client."""
+    sql = (
+        "select client_addr, count(*) from pg_stat_activity"
+        " where client_addr is not null group by 1"
+    )
+    res = ssh.run(
+        inv, primary, f"sudo -u postgres psql -XAt -F ' ' -c {shlex.quote(sql)}", timeout=15
+    )
+    backends = dict(line.split() for line in res.stdout.splitlines() if line.strip())
+    out = {}
+    for h in inv.group("web"):
+        ss = ssh.run(inv, h.name, "ss -Htn state established dport = 5432", sudo=True, timeout=15)
+        held = len(ss.stdout.splitlines())
+        n = int(backends.get(h.address, 0))
+        if n > held:
+            out[h.name] = (n, held)
+    return out or None
+
+
 def test_a_cut_inside_the_primary_against_the_web_tier(
     inv: inv_mod.Inventory, primary: str
 ) -> None:
+    """… and no backend outlives its client: the web nodes reconnect after the cut, and
+    the primary drops the old sessions (TCP keepalives) instead of holding their slots."""
     webs = [h.name for h in inv.group("web")]
     link = f"web tier → {primary}:5432"
     with injected(inv, faults.make("path-cut", inv, primary, peers=webs, max_s=180)):
         d = walk(inv, "5xx", lambda d: names(d, link))
+    seen: list[dict[str, tuple[int, int]] | None] = []
+
+    def none_left(_t: float) -> bool | None:
+        seen.append(orphans(inv, primary))
+        return seen[-1] is None or None
+
+    try:
+        poll(none_left, 90, what="no orphaned backend on the primary", interval_s=5)
+    except ConditionTimeout:
+        pytest.fail(f"{primary}: backends without their client after the cut: {seen[-1]}")
     assert names(d, link), str(d)
     runbook, params, hand_over = proposed(d)
     standbys = {h.name for h in inv.group("db")} - {primary}
