@@ -227,6 +227,8 @@ LOG_ENTRIES = [
     _entry("db1", "postgres", PG_PANIC),
     _entry("db1", "postgres", "[9-1] ERROR:  duplicate key value violates unique constraint"),
     _entry("web2", "sshd", "Invalid user admin from 10.77.0.250 port 40022"),
+    # the same refused attempt's second line (seen on the lab): not counted again
+    _entry("web2", "sshd", "Connection closed by invalid user admin 10.77.0.250 port 40022"),
     _entry("web2", "sshd", "Failed password for deploy from 10.77.0.1 port 50120 ssh2"),
     _entry(
         "web2", "sshd", list(b"Connection closed by authenticating user deploy 10.77.0.1 port 5")
