@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -126,16 +126,7 @@ def probe_webs(inv: Inventory, timeout_s: float) -> tuple[ev.WebEvidence, ...]:
         return ()
     port = int(inv.vars.get("ledger_port", ev.LEDGER_PORT))
     cmd = ev.web_probe(port, ev.LEDGER_UNIT, _pg_targets(inv))
-    found = ssh.run_many(inv, hosts, cmd, timeout=timeout_s)
-    m = names(inv)
-    out = []
-    for h in hosts:
-        r = found[h]
-        if isinstance(r, SSHError):
-            out.append(ev.WebEvidence(h, False, error=r.message))
-        else:
-            out.append(ev.parse_web_probe(h, r.stdout, m))
-    return tuple(out)
+    return _each(inv, hosts, cmd, timeout_s, ev.parse_web_probe, ev.WebEvidence)
 
 
 def probe_dbs(inv: Inventory, timeout_s: float) -> tuple[ev.DbEvidence, ...]:
@@ -158,16 +149,27 @@ def probe_mons(inv: Inventory, timeout_s: float) -> tuple[ev.MonEvidence, ...]:
     hosts = _hosts(inv, "mon")
     if not hosts:
         return ()
-    found = ssh.run_many(inv, hosts, ev.mon_probe(_pg_targets(inv)), timeout=timeout_s)
+    cmd = ev.mon_probe(_pg_targets(inv))
+    return _each(inv, hosts, cmd, timeout_s, ev.parse_mon_probe, ev.MonEvidence)
+
+
+def _each(
+    inv: Inventory,
+    hosts: list[str],
+    cmd: str,
+    timeout_s: float,
+    parse: Callable[[str, str, Mapping[str, str]], T],
+    unreachable: Callable[..., T],
+) -> tuple[T, ...]:
+    """One SSH round trip per host, all at once: each host's parsed answer, or
+    ``unreachable(host, False, error=...)`` for a host that did not answer."""
+    found = ssh.run_many(inv, hosts, cmd, timeout=timeout_s)
     m = names(inv)
-    out = []
-    for h in hosts:
-        r = found[h]
-        if isinstance(r, SSHError):
-            out.append(ev.MonEvidence(h, False, error=r.message))
-        else:
-            out.append(ev.parse_mon_probe(h, r.stdout, m))
-    return tuple(out)
+    return tuple(
+        unreachable(h, False, error=r.message) if isinstance(r, SSHError) else parse(h, r.stdout, m)
+        for h in hosts
+        for r in (found[h],)
+    )
 
 
 def probe_backup(inv: Inventory, timeout_s: float) -> ev.BackupEvidence | None:
