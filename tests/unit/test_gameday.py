@@ -216,6 +216,7 @@ def test_the_matrix_of_the_latest_game_day(tmp_path: Path, home: Path) -> None:
     skew = next(ln for ln in page.splitlines() if ln.startswith("| `clock-skew` |"))
     assert "`backup-clock-skew` (real hosts)<br>not drilled yet: needs a whole host's clock" in skew
     assert "`db-primary-clock-skew` (postgresql@15-main, libfaketime)<br>not run" in skew
+    assert "`web-clock-skew` (real hosts)<br>not drilled yet: needs a Python 3.11" in skew
     assert "## Not drilled yet" in page and "a whole host's clock: lab hosts share" in page
     entries = page.split("## Entries", 1)[1]
     assert (

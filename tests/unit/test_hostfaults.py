@@ -420,7 +420,7 @@ def test_host_clock_skew_revert_and_rollback(
 def test_unit_clock_skew_uses_libfaketime_through_a_runtime_dropin(
     lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ssh_ = fake(monkeypatch, [("libfaketime", ""), ("try-restart", "")])
+    ssh_ = fake(monkeypatch, [("libfaketime", ""), ("systemctl restart ledger.service", "")])
     f = faults.make("clock-skew", lab, "web2", unit="ledger.service", offset_s=-90)
     f.inject()
     f.revert()
@@ -430,9 +430,13 @@ def test_unit_clock_skew_uses_libfaketime_through_a_runtime_dropin(
     assert '\\"FAKETIME=-90\\"' in inject and '\\"DONT_FAKE_MONOTONIC=1\\"' in inject
     assert "LD_PRELOAD=$lib" in inject and f"> {dropin}" in inject
     assert inject.index("systemd-run") < inject.index("systemctl restart ledger.service")
+    # a unit that dies under libfaketime is reverted and the fault refused
+    settle = inject[inject.index("sleep 3; if ! systemctl is-active -q ledger.service") :]
+    assert f"rm -f {dropin}" in settle and "exit 3" in settle
     assert revert.startswith("systemctl stop faultbook-revert-clock.timer")
-    assert f"rm -f {dropin}; systemctl daemon-reload; systemctl try-restart ledger.service" in (
-        revert
+    assert (
+        f"rm -f {dropin}; systemctl daemon-reload; systemctl reset-failed ledger.service "
+        "2>/dev/null; systemctl restart ledger.service" in revert
     )
     assert f.detail == "clock-skew -90 s of ledger.service on web2: restarted with FAKETIME=-90"
     sh_syntax_ok(inject)

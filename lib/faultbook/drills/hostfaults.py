@@ -291,6 +291,7 @@ TIME_SYNC_UNITS = (
     "ntpsec.service",
     "openntpd.service",
 )
+UNIT_SETTLE_S = 3  # a skewed unit must still run this long after its restart
 FAKETIME_LIBS = "/usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1"
 DROPIN_NAME = "faultbook-clock-skew.conf"
 # Units whose programs are written in Go: they read the clock through the vDSO, not libc.
@@ -399,15 +400,24 @@ class ClockSkew(_HostFault):
             f"mkdir -p {d} && printf '%s\\n' '[Service]' "
             f'"Environment=\\"LD_PRELOAD=$lib\\" \\"FAKETIME={self.offset_s:+d}\\" '
             f'\\"DONT_FAKE_MONOTONIC=1\\"" > {f} || exit 1; '
-            f"systemctl daemon-reload && systemctl restart {unit}"
+            f"systemctl daemon-reload && systemctl restart {unit} || exit 1; "
+            # A unit that starts and then dies under libfaketime (bookworm's 0.9.10 and
+            # Python 3.11's clock_nanosleep: EINVAL, libfaketime#426) is no skew: revert.
+            f"sleep {UNIT_SETTLE_S}; if ! systemctl is-active -q {unit}; then "
+            f"{self._unit_undo()}; {self._disarm_revert('clock')}; "
+            f'echo "{self.unit} stopped within {UNIT_SETTLE_S} s of its restart under '
+            'libfaketime (reverted): its clock cannot be skewed this way" >&2; '
+            f"exit {REFUSED_RC}; fi"
         )
 
     def _unit_undo(self) -> str:
         f = shlex.quote(self.dropin)
         unit = shlex.quote(self.unit)
         return (
+            # restart, not try-restart: the unit ran when it was skewed, and one that
+            # died under libfaketime must come back too
             f"if [ -e {f} ]; then rm -f {f}; systemctl daemon-reload; "
-            f"systemctl try-restart {unit}; fi"
+            f"systemctl reset-failed {unit} 2>/dev/null; systemctl restart {unit}; fi"
         )
 
     def revert_command(self) -> str:

@@ -40,6 +40,7 @@ COLUMNS = ("web", "db primary", "db standby", "lb", "backup", "mon")
 MAX_REASON = 300
 
 BACKUP_CLOCK = "a whole host's clock"
+PYTHON_CLOCK = "a Python 3.11 service's clock"
 # What the suite lacks for a planned cell, in full (the page says it once).
 NEEDS: dict[str, str] = {
     BACKUP_CLOCK: (
@@ -47,6 +48,13 @@ NEEDS: dict[str, str] = {
         "skewed there, only one unit's (clock-skew's unit=, through libfaketime). The backup "
         "host's clock matters to the `pgbackrest backup` command, which no unit runs: on real "
         "hosts the fault-observe runbook skews the whole host"
+    ),
+    PYTHON_CLOCK: (
+        "the ledger (Python 3.11, gunicorn) dies under bookworm's libfaketime 0.9.10: "
+        "time.sleep calls clock_nanosleep with TIMER_ABSTIME, which that version breaks "
+        "(EINVAL with DONT_FAKE_MONOTONIC, a hang without it: libfaketime#426), and the lab "
+        "cannot skew a whole host. On real hosts the fault-observe runbook skews the whole "
+        "web host"
     ),
 }
 
@@ -75,7 +83,7 @@ PLAN: tuple[Cell, ...] = (
     Cell("db-primary-wal-disk-full", "disk-full", "db primary", "pg_wal"),
     Cell("backup-disk-full", "disk-full", "backup", "the repository"),
     Cell("db-primary-clock-skew", "clock-skew", "db primary", "postgresql@15-main, libfaketime"),
-    Cell("web-clock-skew", "clock-skew", "web", "ledger.service, libfaketime"),
+    Cell("web-clock-skew", "clock-skew", "web", "real hosts", PYTHON_CLOCK),
     Cell("backup-clock-skew", "clock-skew", "backup", "real hosts", BACKUP_CLOCK),
     Cell("web-service-kill", "service-kill", "web", "ledger.service"),
     Cell("web-service-stop", "service-stop", "web", "ledger.service"),
