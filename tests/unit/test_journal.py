@@ -464,3 +464,33 @@ def test_alerts_outside_the_runbooks_tiers_are_pre_existing(
     monkeypatch.setattr(monitoring, "alerts", lambda inv, state="firing": pd.DataFrame(rows))
     got = procedure.firing_outside(inv, "db-failover")
     assert got == {("HostDown", "mon1"), ("MonitoringHostDown", "mon1")}
+
+
+def test_steady_state_ignores_alerts_that_count_log_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgresFatalBurst (signal=event) follows every failover by design; a state alert
+    (ReplicationLagHigh) still makes the stack unsteady."""
+    import pandas as pd
+
+    from faultbook.stack import failover, haproxy, monitoring, vip
+
+    inv = inv_mod.load("lab")
+    state = pd.DataFrame([{"host": "db1", "role": "primary", "error": ""}])
+    monkeypatch.setattr(failover, "cluster_state", lambda inv: state)
+    monkeypatch.setattr(failover, "primaries", lambda st: ["db1"])
+    monkeypatch.setattr(failover, "quorum_ok", lambda inv: "db1")
+    monkeypatch.setattr(haproxy, "failed_backends", lambda inv: haproxy.BackendHealth("web", ()))
+    monkeypatch.setattr(vip, "vip_holder", lambda inv: "lb1")
+    monkeypatch.setattr(vip, "lb_status", lambda inv: pd.DataFrame([]))
+    event = {
+        "alertname": "PostgresFatalBurst",
+        "instance": "",
+        "labels": {"alertname": "PostgresFatalBurst", "signal": "event", "host": "db1"},
+    }
+    rows = [event]
+    monkeypatch.setattr(monitoring, "alerts", lambda inv: pd.DataFrame(rows))
+    assert procedure.steady_state(inv).ok
+    rows.append({"alertname": "ReplicationLagHigh", "instance": "db2", "labels": {}})
+    s = procedure.steady_state(inv)
+    assert not s.ok and s.problems == ["alerts firing: ReplicationLagHigh"]

@@ -108,12 +108,19 @@ class SteadyState:
         return "not in steady state: " + "; ".join(self.problems)
 
 
+# Alerts labelled signal=event count what the last minute's logs said (PostgreSQL FATAL
+# lines, refused SSH logins): a drill's failover and the security audit make them by
+# design. They page and route as usual; they say nothing about the stack's state now.
+EVENT_SIGNAL = "event"
+
+
 def steady_state(
     inv: Inventory,
     ignore_alerts: tuple[str, ...] = (),
     pre_existing: frozenset[tuple[str, str]] = frozenset(),
 ) -> SteadyState:
-    """The stack is healthy: one primary with every standby streaming, no alert firing.
+    """The stack is healthy: one primary with every standby streaming, no alert firing
+    (alerts labelled ``signal: event`` aside: they count recent log lines, not a state).
 
     ``pre_existing`` (alertname, instance) pairs are not problems: alerts on hosts the
     run does not act on that were firing before it started (``Procedure.outside``).
@@ -156,6 +163,7 @@ def steady_state(
                     str(r["alertname"])
                     for r in firing.to_dict("records")
                     if (str(r["alertname"]), str(r["instance"])) not in pre_existing
+                    and (r["labels"] or {}).get("signal") != EVENT_SIGNAL
                 }
                 - set(ignore_alerts)
             )
