@@ -25,7 +25,6 @@ from faultbook.alerts import drill, server, service
 from faultbook.drills import faults, procedure
 from faultbook.lab.lab import Lab
 from faultbook.poll import poll
-from faultbook.triage import steps
 
 pytestmark = pytest.mark.integration
 
@@ -171,14 +170,12 @@ def test_a_symptom_alert_runs_triage_which_prepares_the_fix(inv: inv_mod.Invento
     finally:
         fault.rollback()
     made = _since(t0, "decision")
-    triaged = [e for e in made if e["decision"] == "diagnosed" and e.get("runbook") == "triage"]
-    assert triaged, made
-    assert {e["alertname"] for e in triaged} <= {"HAProxyBackendDown", "VIPProbeFailing"}, made
+    # The triage run may have started a moment before t0: a symptom of an earlier test's
+    # fault (LedgerErrorRate after a crash) starts the same read-only run, and this cut's
+    # alerts are then duplicates of it. Its hand-over names the cut either way.
+    link = f"web tier → {state.primary}:5432"
+    assert "triage (" in handed[0]["reason"] and f"names {link}" in handed[0]["reason"], handed
     assert not [e for e in made if e["decision"] == "ran"], made  # nothing unattended
-    finished = [e for e in _since(t0, "run-finished") if e.get("runbook") == "triage"]
-    named = [steps.read_handover(e["run_dir"]) for e in finished]
-    links = {d["finding"]["link"] for d in named if d and d.get("finding")}
-    assert f"web tier → {state.primary}:5432" in links, named
     params = handed[0]["parameters"]
     assert params["mode"] == "switchover" and params["new_primary"] != state.primary, handed
     after = procedure.wait_steady_state(inv, timeout_s=180)

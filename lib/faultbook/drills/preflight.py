@@ -113,6 +113,9 @@ def _rules(inv: Inventory, host: str) -> list[dict[str, Any]]:
     return [r for g in (data or {}).get("groups") or [] for r in g.get("rules") or []]
 
 
+BRIEF = 90  # characters of one mon host's reason in a refusal
+
+
 def check_prometheus(inv: Inventory, alert: str | None) -> list[Check]:
     if "mon" not in inv.groups or not inv.group("mon"):
         return [Check("prometheus", False, f"{inv.path} has no host in group mon: no Prometheus")]
@@ -124,7 +127,10 @@ def check_prometheus(inv: Inventory, alert: str | None) -> list[Check]:
         try:
             got = _rules(inv, h.name)
         except FaultbookError as exc:
-            down.append(f"Prometheus on {h.name} ({h.address}) does not answer: {exc}")
+            # each reason kept short, so that the one-line refusal names every mon host
+            why = " ".join(str(exc).split())
+            why = why if len(why) <= BRIEF else why[: BRIEF - 1] + "…"
+            down.append(f"Prometheus on {h.name} ({h.address}) does not answer: {why}")
             continue
         up.append(h.name)
         rules = got if rules is None else rules
