@@ -112,11 +112,29 @@ def test_bad_input_gets_a_4xx_and_runs_nothing(inv: inv_mod.Inventory) -> None:
     assert service.status(inv)["up"]
 
 
+def _story(r: drill.AutopilotResult) -> str:
+    """What went wrong in the receiver's run: its steps that did not pass, the tail of
+    its log, and every decision since the fault (a failed autopilot run says why)."""
+    lines = [f"finished: {r.finished}"]
+    run_dir = Path((r.finished or {}).get("run_dir") or "/nonexistent")
+    if (run_dir / "result.json").exists():
+        steps = json.loads((run_dir / "result.json").read_text()).get("steps", [])
+        lines += [f"step {s['name']}: {s['status']} {s['detail'][:300]}" for s in steps]
+    if (run_dir / "run.log").exists():
+        lines += (run_dir / "run.log").read_text(errors="replace").splitlines()[-25:]
+    lines += [
+        f"{e['at']} {e.get('decision')} {e.get('alertname')} {e.get('runbook')}: "
+        f"{str(e.get('reason'))[:160]}"
+        for e in r.runs
+    ]
+    return "\n".join(lines)
+
+
 def _assert_autopilot(r: drill.AutopilotResult, inv: inv_mod.Inventory) -> None:
     res = r.result
     assert res is not None and res.acked_writes > 0
     assert res.lost_writes == 0, f"lost acknowledged writes: {res.lost_ids}"
-    assert r.finished is not None and r.finished["exit_status"] == 0, r.finished
+    assert r.finished is not None and r.finished["exit_status"] == 0, _story(r)
     assert r.finished["verdict"] == "pass"
     db_runs = [e for e in r.runs if e.get("alertname") == "NoWritablePrimary"]
     assert len(db_runs) == 1, f"expected one db-failover run for the alert, got {db_runs}"
