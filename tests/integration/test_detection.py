@@ -4,7 +4,9 @@ threshold taken from the db-failover runbook's parameters cell:
 - a link blip and a freeze of the primary shorter than the threshold are no loss;
 - a longer freeze is exactly one loss, and once the failover has happened the old
   primary, resumed, cannot acknowledge a write: no standby streams from it any more,
-  so its commits wait for a synchronous standby that never answers.
+  so its commits wait for a synchronous standby that never answers;
+- the rejoin gets past the postmaster.pid a crash leaves, even when its PID is
+  alive again as another process of user postgres.
 
 No wall-clock limits are asserted; the durations are fractions and multiples of
 the configured threshold.
@@ -147,3 +149,32 @@ def test_a_longer_freeze_is_one_loss_and_the_resumed_old_primary_cannot_acknowle
         failover.reconcile(inv, cand.host, old)
         failover.rejoin(inv, old, cand.host)
         failover.wait_quorum(inv)
+
+
+# A power loss leaves postmaster.pid behind, naming the dead postmaster's PID. The
+# new boot may give that PID to a process of user postgres (on the lab: a task of the
+# rejoin's own Ansible run); PostgreSQL then takes it for a live postmaster. Planted
+# here on a standby: every server process SIGKILLed (no shutdown), and the pid file
+# rewritten to name a live `sleep` of user postgres.
+PLANT_STALE_PID = f"""set -e
+systemctl kill --signal=SIGKILL {UNIT}; sleep 1; systemctl stop {UNIT}
+runuser -u postgres -- sleep 600 </dev/null >/dev/null 2>&1 &
+sleep 0.5; pid=$(pgrep -n -u postgres -x sleep)
+f=/var/lib/postgresql/15/main/postmaster.pid
+printf '%s\\n%s\\n0\\n5432\\n/var/run/postgresql\\n*\\n 0 0\\nready\\n' $pid "${{f%/*}}" > $f
+chown postgres: $f; chmod 600 $f
+[ "$(stat -c %U /proc/$(head -n 1 $f))" = postgres ]
+"""
+
+
+def test_a_rejoin_gets_past_the_lock_file_a_crash_left(inv: inv_mod.Inventory, steady: str) -> None:
+    """The rejoin (pg_rewind's crash recovery, then the pgBackRest re-clone it falls back
+    to) refused on such a file; it now removes it and the standby streams again."""
+    standby = next(h.name for h in inv.group("db") if h.name != steady)
+    planted = ssh.run(inv, standby, PLANT_STALE_PID, sudo=True, timeout=60)
+    assert planted.rc == 0, planted.stderr
+    try:
+        failover.rejoin(inv, standby, steady)
+        assert failover.wait_quorum(inv) == steady
+    finally:
+        ssh.run(inv, standby, "pkill -u postgres -x sleep || true", sudo=True)
