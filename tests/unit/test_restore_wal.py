@@ -28,9 +28,6 @@ def host(tmp_path: Path) -> Path:
                 "postgresql_promote_flag": str(tmp_path / "flag"),
                 "postgresql_history_cache": str(tmp_path / "cache"),
                 "postgresql_promote_hold_archive_s": HOLD_S,
-                "postgresql_restore_down_flag": str(tmp_path / "down"),
-                "postgresql_restore_command_timeout_s": 2,
-                "postgresql_restore_history_timeout_s": 1,
             },
         )
     )
@@ -98,45 +95,3 @@ def test_history_without_a_fresh_cache_asks_the_archive(host: Path) -> None:
     assert restore(host, HISTORY) == (1, True)
     until(host / "cache" / ".until", -5)  # an old hold's cache
     assert restore(host, HISTORY) == (1, True)
-
-
-def unreachable(host: Path) -> None:
-    """The repository host is off: archive-get waits (here until restore's timeout)."""
-    fake = host / "bin" / "pgbackrest"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {host}/archive-calls\nexec sleep 30\n')
-
-
-def timed(host: Path, name: str) -> tuple[int, bool, float]:
-    t0 = time.monotonic()
-    rc, asked = restore(host, name)
-    return rc, asked, time.monotonic() - t0
-
-
-def test_a_history_file_gets_the_short_timeout(host: Path) -> None:
-    unreachable(host)
-    rc, asked, took = timed(host, HISTORY)
-    assert (rc, asked) == (124, True)
-    assert took < 2  # the history bound (1 s here), not the segment bound (2 s)
-
-
-def test_a_timed_out_call_marks_the_repository_down_and_later_calls_answer_at_once(
-    host: Path,
-) -> None:
-    unreachable(host)
-    assert timed(host, WAL)[:2] == (124, True)
-    # Within the down period nothing waits on the repository: "not archived" at once.
-    assert restore(host, HISTORY) == (1, False)
-    assert restore(host, WAL) == (1, False)
-
-
-def test_once_the_down_period_is_over_the_repository_is_asked_again(host: Path) -> None:
-    until(host / "down", -1)
-    assert restore(host, WAL) == (1, True)
-    (host / "down").write_text("soon\n")  # no deadline: asked
-    assert restore(host, WAL) == (1, True)
-
-
-def test_a_quick_failure_does_not_mark_the_repository_down(host: Path) -> None:
-    assert restore(host, WAL) == (1, True)  # pgBackRest answered "not archived"
-    assert not (host / "down").exists()
-    assert restore(host, WAL) == (1, True)
