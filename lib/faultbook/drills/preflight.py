@@ -80,11 +80,7 @@ class Report:
     def reason(self) -> str:
         """One line: every failed check, or what was proven."""
         bad = [c.detail for c in self.checks if not c.ok]
-        text = "; ".join(bad) if bad else "; ".join(c.detail for c in self.checks)
-        text = " ".join(text.split())
-        if len(text) > MAX_REASON_CHARS:
-            text = text[: MAX_REASON_CHARS - 1] + "…"
-        return text
+        return _one_line("; ".join(bad) if bad else "; ".join(c.detail for c in self.checks))
 
     def require(self) -> Report:
         """Raise PreflightFailed with one line unless every check passed."""
@@ -116,6 +112,12 @@ def _rules(inv: Inventory, host: str) -> list[dict[str, Any]]:
 BRIEF = 90  # characters of one mon host's reason in a refusal
 
 
+def _one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """TEXT on one line (whitespace runs squeezed), cut to LIMIT characters with "…"."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_prometheus(inv: Inventory, alert: str | None) -> list[Check]:
     if "mon" not in inv.groups or not inv.group("mon"):
         return [Check("prometheus", False, f"{inv.path} has no host in group mon: no Prometheus")]
@@ -128,8 +130,7 @@ def check_prometheus(inv: Inventory, alert: str | None) -> list[Check]:
             got = _rules(inv, h.name)
         except FaultbookError as exc:
             # each reason kept short, so that the one-line refusal names every mon host
-            why = " ".join(str(exc).split())
-            why = why if len(why) <= BRIEF else why[: BRIEF - 1] + "…"
+            why = _one_line(str(exc), BRIEF)
             down.append(f"Prometheus on {h.name} ({h.address}) does not answer: {why}")
             continue
         up.append(h.name)
