@@ -287,3 +287,81 @@ def test_a_promotion_that_may_still_finish_is_left_alone(monkeypatch: pytest.Mon
     calls, error = failed_switchover(monkeypatch, NOT_FINISHED, ("standby", "0/6", "standby"))
     assert "left as found" in error
     assert ("db1", f"{failover.FAILOVER_SCRIPT} start") not in calls
+
+
+def stragglers_world(
+    monkeypatch: pytest.MonkeyPatch,
+    roles: dict[str, str],
+    streaming: list[str],
+    fail: tuple[str, ...] = (),
+) -> list[tuple[str, str]]:
+    """cluster_state, replication and rejoin stand-ins for ``rejoin_stragglers``: the
+    quorum never comes back by itself; each rejoin is recorded (HOST, PRIMARY)."""
+    rejoined: list[tuple[str, str]] = []
+
+    def rejoin(inv: object, host: str, primary: str) -> None:
+        if host in fail:
+            raise failover.StackError(f"db_rejoin.yml failed on {host}")
+        rejoined.append((host, primary))
+
+    monkeypatch.setattr(failover, "quorum_ok", lambda inv: None)
+    monkeypatch.setattr(
+        failover, "cluster_state", lambda inv: state(*((h, r, "") for h, r in roles.items()))
+    )
+    monkeypatch.setattr(
+        failover,
+        "replication",
+        lambda inv, p: pd.DataFrame(
+            {"standby": streaming, "state": ["streaming"] * len(streaming)}
+        ),
+    )
+    monkeypatch.setattr(failover, "rejoin", rejoin)
+    return rejoined
+
+
+def test_stragglers_are_rejoined_to_the_one_primary(monkeypatch: pytest.MonkeyPatch) -> None:
+    # db2 crashed as the primary and was replaced by db1; db3 is a standby that stopped
+    # streaming. Both are rejoined to db1; db1 itself is left alone.
+    rejoined = stragglers_world(
+        monkeypatch, {"db1": "primary", "db2": "down", "db3": "standby"}, streaming=[]
+    )
+    out = failover.rejoin_stragglers(FakeInv(["db1", "db2", "db3"]), wait_s=0.01)
+    assert rejoined == [("db2", "db1"), ("db3", "db1")]
+    assert [(r["host"], r["outcome"]) for r in out] == [("db2", "rejoined"), ("db3", "rejoined")]
+
+
+def test_a_streaming_standby_is_not_touched(monkeypatch: pytest.MonkeyPatch) -> None:
+    rejoined = stragglers_world(
+        monkeypatch,
+        {"db1": "primary", "db2": "down", "db3": "standby"},
+        streaming=["db3"],
+        fail=("db2",),
+    )
+    out = failover.rejoin_stragglers(FakeInv(["db1", "db2", "db3"]), wait_s=0.01)
+    assert rejoined == []
+    (r,) = out
+    assert r["outcome"] == "failed" and "db_rejoin.yml failed on db2" in r["detail"]
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [
+        {"db1": "primary", "db2": "primary", "db3": "standby"},  # split brain: a person decides
+        {"db1": "down", "db2": "down", "db3": "standby"},  # no primary to follow
+    ],
+)
+def test_nothing_is_rejoined_without_exactly_one_primary(
+    monkeypatch: pytest.MonkeyPatch, roles: dict[str, str]
+) -> None:
+    rejoined = stragglers_world(monkeypatch, roles, streaming=[])
+    assert failover.rejoin_stragglers(FakeInv(list(roles)), wait_s=0.01) == []
+    assert rejoined == []
+
+
+def test_a_cluster_that_comes_back_by_itself_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rejoined = stragglers_world(monkeypatch, {"db1": "primary", "db2": "down"}, streaming=[])
+    monkeypatch.setattr(failover, "quorum_ok", lambda inv: "db1")
+    assert failover.rejoin_stragglers(FakeInv(["db1", "db2"]), wait_s=5) == []
+    assert rejoined == []

@@ -297,7 +297,7 @@ def test_disk_full_round_trip_through_the_journal_and_the_runners_rollback(
     assert isinstance(rebuilt, hostfaults.DiskFull) and rebuilt.spec() == p.fault.spec()  # type: ignore[union-attr]
 
     steady = {"ok": True, "detail": "steady state: fake", "problems": [], "primary": "db1"}
-    rb = rollback.rollback(tmp_path, ended_badly=True, steady=lambda e: steady)
+    rb = rollback.rollback(tmp_path, ended_badly=True, steady=lambda e: steady, repair=lambda e: [])
     assert rb is not None and not full["on"]
     (item,) = rb["faults"]
     assert (item["kind"], item["target"], item["outcome"], item["by"]) == (

@@ -204,6 +204,10 @@ def test_budget_is_the_drill_duration_plus_grace(lab: inv_mod.Inventory, tmp_pat
     assert p.fault_budget_s(Fake(lab, "web1", max_s=60)) == 60
 
 
+def no_repair(entries: list[journal.Entry]) -> list[dict[str, str]]:
+    return []
+
+
 def test_runner_rollback_records_what_it_did(tmp_path: Path, lab: inv_mod.Inventory) -> None:
     world = {"on": True, "reverts": 0}
     j = journal.Journal(tmp_path)
@@ -216,7 +220,7 @@ def test_runner_rollback_records_what_it_did(tmp_path: Path, lab: inv_mod.Invent
         seen.append(entries)
         return {"ok": True, "detail": "steady state: fake"}
 
-    rb = rollback.rollback(tmp_path, make=fake_maker(world, lab), steady=steady)
+    rb = rollback.rollback(tmp_path, make=fake_maker(world, lab), steady=steady, repair=no_repair)
     assert rb is not None
     (item,) = rb["faults"]
     assert (item["kind"], item["target"], item["outcome"], item["by"]) == (
@@ -247,10 +251,55 @@ def test_runner_rollback_reports_a_failed_revert(tmp_path: Path, lab: inv_mod.In
         tmp_path,
         make=fake_maker(world, lab, fail_revert=True),
         steady=lambda e: {"ok": False, "detail": "db1 is down"},
+        repair=no_repair,
     )
     assert rb is not None and rb["faults"][0]["outcome"] == "failed"
     assert "ROLLBACK INCOMPLETE" not in rollback.summary(rb)  # the step says that
     assert "NOT in steady state" in rollback.summary(rb)
+
+
+def test_runner_rollback_rejoins_what_the_drill_left_out(
+    tmp_path: Path, lab: inv_mod.Inventory
+) -> None:
+    # The drill died after its failover and before its rejoin: the crashed primary is
+    # back up but stays down (its start guard). The rollback rejoins it, then checks.
+    world = {"on": True, "reverts": 0}
+    j = journal.Journal(tmp_path)
+    j.injected(j.intent(Fake(lab, "db2")))
+    order: list[str] = []
+
+    def repair(entries: list[journal.Entry]) -> list[dict[str, str]]:
+        order.append("repair")
+        return [
+            {
+                "host": "db2",
+                "primary": "db1",
+                "outcome": "rejoined",
+                "detail": "db2 rejoined as a standby of db1",
+            }
+        ]
+
+    def steady(entries: list[journal.Entry]) -> dict[str, Any]:
+        order.append("steady")
+        return {"ok": True, "detail": "steady state: fake"}
+
+    rb = rollback.rollback(tmp_path, make=fake_maker(world, lab), steady=steady, repair=repair)
+    assert rb is not None and order == ["repair", "steady"]
+    assert rb["repairs"][0]["host"] == "db2"
+    assert "db2 rejoined as a standby of db1; then steady state" in rollback.summary(rb)
+    r = Run.start("db-failover", "drill", {})
+    r.finish()
+    r.save(tmp_path)
+    rollback.record(tmp_path / "result.json", rb)
+    doc = json.loads((tmp_path / "result.json").read_text())
+    step = doc["steps"][-1]
+    assert step["status"] == "failed" and step["detail"].startswith("reverted what the drill left")
+    assert validate(doc) == []
+    # A rejoin that failed makes the rollback incomplete.
+    rb["repairs"][0]["outcome"] = "failed"
+    rollback.record(tmp_path / "result.json", rb)
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert doc["steps"][-1]["detail"].startswith("ROLLBACK INCOMPLETE")
 
 
 def test_journaled_fault_for_the_runners_own_result(tmp_path: Path, lab: inv_mod.Inventory) -> None:
@@ -346,7 +395,10 @@ def test_a_run_that_ended_badly_gets_a_steady_state_check(
     j.reverted(e, "procedure")  # reverted by the drill, which then died in a later cell
     assert rollback.rollback(tmp_path) is None  # a normal ending: nothing to say
     rb = rollback.rollback(
-        tmp_path, ended_badly=True, steady=lambda e: {"ok": False, "detail": "db1 is down"}
+        tmp_path,
+        ended_badly=True,
+        steady=lambda e: {"ok": False, "detail": "db1 is down"},
+        repair=no_repair,
     )
     assert rb == {"faults": [], "steady_state": {"ok": False, "detail": "db1 is down"}}
     assert "nothing left to revert" in rollback.summary(rb)

@@ -41,15 +41,18 @@ def rollback(
     *,
     make: Callable[[Entry], Fault] | None = None,
     steady: Callable[[list[Entry]], dict[str, Any]] | None = None,
+    repair: Callable[[list[Entry]], list[dict[str, str]]] | None = None,
     ended_badly: bool = False,
 ) -> dict[str, Any] | None:
     """Revert every fault journaled in OUT_DIR and not recorded as reverted; check steady state.
 
     Returns result.json's ``rollback`` (None when the drill reverted all its faults
     itself, or journaled none): the faults the runner or the watchdog reverted, each
-    with its outcome, and the steady state afterwards. ``make`` rebuilds a fault from
-    an entry and ``steady`` checks steady state (defaults: ``journal.rebuild`` and
-    ``procedure.wait_steady_state`` on the entries' inventory), for tests. With
+    with its outcome, the db hosts it rejoined, and the steady state afterwards.
+    ``make`` rebuilds a fault from an entry, ``repair`` rejoins what stayed out and
+    ``steady`` checks steady state (defaults: ``journal.rebuild``,
+    ``failover.rejoin_stragglers`` and ``procedure.wait_steady_state`` on the entries'
+    inventory), for tests. With
     ``ended_badly`` (the notebook did not finish) a run that journaled any fault gets a
     rollback entry even when nothing was left to revert: the steady state afterwards.
     """
@@ -86,8 +89,29 @@ def rollback(
                     "by": e.reverted_by or "runner",
                 }
             )
+    repairs = (repair or _repair)(rolled or entries)
     state = (steady or _steady)(rolled or entries)
-    return {"faults": items, "steady_state": state}
+    return {"faults": items} | ({"repairs": repairs} if repairs else {}) | {"steady_state": state}
+
+
+def _repair(entries: list[Entry]) -> list[dict[str, str]]:
+    from faultbook import inventory as inventory_mod
+    from faultbook.stack import failover
+
+    try:
+        inv = inventory_mod.load(entries[0].inventory)
+        if not inv.group("db"):
+            return []
+        return failover.rejoin_stragglers(inv)
+    except Exception as exc:  # noqa: BLE001 - the record matters more than the exception
+        return [
+            {
+                "host": "db",
+                "primary": "",
+                "outcome": "failed",
+                "detail": f"db hosts not checked: {type(exc).__name__}: {exc}",
+            }
+        ]
 
 
 def _steady(entries: list[Entry]) -> dict[str, Any]:
@@ -136,15 +160,21 @@ def summary(rb: Mapping[str, Any]) -> str:
         for f in rb["faults"]
     )
     faults = faults or "nothing left to revert (the drill had reverted its faults)"
+    repairs = "".join(f"; {r['detail']}" for r in rb.get("repairs", []))
     st = rb["steady_state"]
-    return f"{faults}; then {st['detail'] if st['ok'] else 'NOT in steady state: ' + st['detail']}"
+    return (
+        f"{faults}{repairs}; then "
+        f"{st['detail'] if st['ok'] else 'NOT in steady state: ' + st['detail']}"
+    )
 
 
 def record(result: Path, rb: dict[str, Any]) -> None:
     doc = json.loads(result.read_text())
     doc["rollback"] = rb
     doc["verdict"] = "fail"  # the drill failed, even though the stack is back
-    ok = rb["steady_state"]["ok"] and all(f["outcome"] != "failed" for f in rb["faults"])
+    ok = rb["steady_state"]["ok"] and all(
+        f["outcome"] != "failed" for f in [*rb["faults"], *rb.get("repairs", [])]
+    )
     now = iso(datetime.now(UTC))
     doc["steps"].append(
         {
@@ -154,9 +184,9 @@ def record(result: Path, rb: dict[str, Any]) -> None:
             # Reverting what a drill left is a failure of the drill: "failed", so that the
             # verdict says why; only a check that found nothing to revert and the stack
             # steady is "ok".
-            "status": "ok" if ok and not rb["faults"] else "failed",
+            "status": "ok" if ok and not rb["faults"] and not rb.get("repairs") else "failed",
             "detail": (
-                ("reverted what the drill left: " if rb["faults"] else "")
+                ("reverted what the drill left: " if rb["faults"] or rb.get("repairs") else "")
                 if ok
                 else "ROLLBACK INCOMPLETE: "
             )
