@@ -289,3 +289,34 @@ def test_both_lbs_the_first_back_takes_the_vip_the_second_must_not_flap(
     recovery.lb_rejoin(r, None)
     assert did == [("recover", "lb1"), ("held", "?"), ("recover", "lb2"), ("no flap", "lb1/lb2")]
     assert [n.outcome for n in r.nodes] == ["recovered", "recovered"]
+
+
+def test_an_lb_back_while_the_other_holds_the_vip_stands_down_before_its_revert(
+    monkeypatch: pytest.MonkeyPatch, lab: inv_mod.Inventory
+) -> None:
+    did: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        recovery, "answering", lambda inv, hosts, timeout=3.0: dict.fromkeys(hosts, True)
+    )
+    monkeypatch.setattr(
+        vip, "stand_down", lambda inv, h, t: did.append(("stand down", h)) or f"{h} fenced"
+    )
+    monkeypatch.setattr(vip, "lb_recover", lambda inv, h: did.append(("recover", h)))
+    monkeypatch.setattr(
+        vip,
+        "require_no_flap",
+        lambda inv, holder, back, since: did.append(("no flap", f"{holder}/{back}")),
+    )
+    p = _incident(lab, [], confirm_=True)
+    p.runbook = "lb-failover"
+    monkeypatch.setattr(p, "revert", lambda: did.append(("revert", "")))
+    r = recovery.plan(p, "lb", ["lb1"])
+    recovery.confirm(r)
+    recovery.lb_rejoin(r, "lb2")
+    assert did == [
+        ("stand down", "lb1"),
+        ("revert", ""),
+        ("recover", "lb1"),
+        ("no flap", "lb2/lb1"),
+    ]
+    assert r.nodes[0].detail.startswith("lb1 fenced; lb1 is BACKUP again")

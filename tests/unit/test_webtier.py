@@ -411,6 +411,69 @@ def test_two_holders_are_named(lab: inv_mod.Inventory, monkeypatch: pytest.Monke
         vip.vip_holder(lab)
 
 
+def test_vip_lines_name_the_address_and_its_device() -> None:
+    assert vip.vip_lines(IP_ADDR_MASTER, "10.77.0.10") == [("10.77.0.10/24", "host0")]
+    assert vip.vip_lines(IP_ADDR_LOOKALIKE, "10.77.0.10") == []
+
+
+def stand_down_world(
+    monkeypatch: pytest.MonkeyPatch, claims: list[bool | None], fence_rc: int = 0
+) -> list[str]:
+    """claims_vip answers CLAIMS in turn (the last one for ever); ssh.run answers the
+    addresses with the VIP and records every command."""
+    seen: list[str] = []
+    left = list(claims)
+
+    def claims_vip(inv: Any, host: str, timeout: float = 5.0) -> bool | None:
+        return left.pop(0) if len(left) > 1 else left[0]
+
+    def run(inv: Any, host: str, command: str, **kw: Any) -> ssh.CommandResult:
+        seen.append(command)
+        if command.startswith("ip -o"):
+            return cmd(host, IP_ADDR_MASTER)
+        left[:] = [False]  # fenced: it no longer claims the VIP
+        return cmd(host, "", rc=fence_rc)
+
+    monkeypatch.setattr(vip, "claims_vip", claims_vip)
+    monkeypatch.setattr(ssh, "run", run)
+    return seen
+
+
+def test_a_cut_off_lb_that_gives_up_the_vip_is_not_fenced(
+    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = stand_down_world(monkeypatch, [True, True, False])
+    assert "lb1 no longer claims the VIP" in vip.stand_down(lab, "lb1", timeout_s=10)
+    assert seen == []
+
+
+def test_an_lb_off_or_unreadable_holds_nothing(
+    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = stand_down_world(monkeypatch, [None])
+    assert "no longer claims" in vip.stand_down(lab, "lb1", timeout_s=10)
+    assert seen == []
+
+
+def test_a_frozen_keepalived_still_claiming_the_vip_is_fenced(
+    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = stand_down_world(monkeypatch, [True])
+    said = vip.stand_down(lab, "lb1", timeout_s=0.5)
+    assert "killed (SIGKILL: no advert)" in said
+    assert seen[-1] == (
+        "systemctl kill --signal=SIGKILL keepalived.service; ip addr del 10.77.0.10/24 dev host0"
+    )
+
+
+def test_a_failed_fence_is_an_error(
+    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_down_world(monkeypatch, [True], fence_rc=1)
+    with pytest.raises(errors.WebTierError, match="lb1: fencing its keepalived failed"):
+        vip.stand_down(lab, "lb1", timeout_s=0.5)
+
+
 # ----------------------------------------------------------------- VRRP journal
 def test_parse_vrrp_journal() -> None:
     got = vip.parse_vrrp_journal(JOURNAL, "lb1")

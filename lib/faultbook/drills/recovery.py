@@ -267,13 +267,32 @@ def confirm(r: Recovery) -> pd.DataFrame:
     return r.confirm(ACTIONS[r.tier])
 
 
-def lb_rejoin(r: Recovery, holder: str | None, timeout_s: float = 30.0) -> pd.DataFrame:
+# How long a cut-off lb is given to give up the VIP by itself before it is fenced
+# (vip.stand_down): keepalived's isolation check releases it about 3 s after the cut.
+STAND_DOWN_S = 10.0
+
+
+def lb_rejoin(
+    r: Recovery, holder: str | None, timeout_s: float = 30.0, stand_down_s: float = STAND_DOWN_S
+) -> pd.DataFrame:
     """Bring each confirmed lb back in turn. With no VIP holder, the first lb back must
-    take the VIP; every lb back while another holds it must rejoin without a flap."""
+    take the VIP; every lb back while another holds it must rejoin without a flap, so it
+    must stop claiming the VIP before its fault is reverted (``vip.stand_down``: it gives
+    the VIP up by itself, or is fenced)."""
+    down: dict[str, str] = {}
+    for n in r.active:
+        if holder is not None and n.host != holder:
+            try:
+                down[n.host] = vip.stand_down(r.p.inv, n.host, stand_down_s) + "; "
+            except FaultbookError as exc:
+                down[n.host] = f"{exc}; "
     r.p.revert()
     state = {"holder": holder}
 
     def one(n: Node) -> str:
+        return down.get(n.host, "") + back(n)
+
+    def back(n: Node) -> str:
         back_at: datetime = now()
         vip.lb_recover(r.p.inv, n.host)
         current = state["holder"]

@@ -358,6 +358,22 @@ class Lab:
         net.heal(host, self.bridge)
         self._netem_clear(host, machine.container_init(pid))
 
+    def addresses(self, host: str) -> str:
+        """``ip -o -4 addr show`` inside HOST's network namespace: read from the
+        controller, so it answers while HOST's link is cut."""
+        init = machine.container_init(self._require_running(host))
+        if init is None:
+            raise LabError(f"{host} has no init process to read its addresses from")
+        proc = subprocess.run(
+            ["nsenter", f"--net=/proc/{init}/ns/net", "ip", "-o", "-4", "addr", "show"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if proc.returncode != 0:
+            raise LabError(f"cannot read {host}'s addresses: {proc.stderr.strip()[:200]}")
+        return proc.stdout
+
     def netem(self, host: str, delay_ms: float, loss_pct: float) -> None:
         """Delay and drop the packets HOST sends (replaces any earlier setting)."""
         preflight()

@@ -23,6 +23,7 @@ import requests
 
 from faultbook import ansible, ssh
 from faultbook.errors import (
+    ConditionTimeout,
     DrillAborted,
     FaultbookError,
     InventoryError,
@@ -312,6 +313,74 @@ def require_healthy(lbs: pd.DataFrame, lb: str) -> None:
     row = lbs[lbs["lb"] == lb]
     if row.empty or not bool(row.iloc[0]["healthz"]) or row.iloc[0]["haproxy"] != "active":
         raise WebTierError(f"{lb} holds the VIP but its HAProxy is not healthy")
+
+
+def claims_vip(inv: Inventory, host: str, timeout: float = 5.0) -> bool | None:
+    """Whether lb HOST has the VIP on an interface: in the lab read from its network
+    namespace (so also while its link is cut), elsewhere over SSH (a partition keeps the
+    controller's SSH). None when it cannot be read: a host that is off holds nothing."""
+    try:
+        if inv.is_lab:
+            from faultbook.lab.lab import Lab
+
+            out = Lab(inv).addresses(host)
+        else:
+            r = ssh.run(inv, host, "ip -o -4 addr show", timeout=timeout)
+            if not r.ok:
+                return None
+            out = r.stdout
+    except FaultbookError:
+        return None
+    return _vip(inv) in ipv4_addresses(out)
+
+
+def vip_lines(ip_addr_output: str, address: str) -> list[tuple[str, str]]:
+    """(ADDRESS/PREFIX, device) of each ``ip -o -4 addr show`` line that holds ADDRESS."""
+    found = []
+    for line in ip_addr_output.splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[2] == "inet" and f[3].split("/")[0] == address:
+            found.append((f[3], f[1]))
+    return found
+
+
+def stand_down(inv: Inventory, host: str, timeout_s: float) -> str:
+    """Before lb HOST comes back while another lb holds the VIP: it must no longer claim
+    the VIP, or it takes the VIP back by priority when it comes back (VRRP resolves two
+    masters by priority: nothing keeps the one that took over). A cut-off lb gives it up
+    by itself (keepalived's isolation check puts it in FAULT); a frozen keepalived cannot,
+    so after TIMEOUT_S it is fenced: killed with SIGKILL, which sends no advert, and the
+    VIP address removed. keepalived is started again by the rejoin, as BACKUP. What was
+    seen or done, as text."""
+    started = datetime.now(UTC)
+    try:
+        poll(
+            lambda _t: claims_vip(inv, host) is not True or None,
+            timeout_s,
+            what=f"{host} gives up the VIP",
+            interval_s=0.25,
+        )
+        took = (datetime.now(UTC) - started).total_seconds()
+        return f"{host} no longer claims the VIP (seen after {took:.1f} s)"
+    except ConditionTimeout:
+        pass
+    vip = _vip(inv)
+    r = ssh.run(inv, host, "ip -o -4 addr show", timeout=10)
+    if not r.ok:
+        raise WebTierError(
+            f"{host} still claims the VIP after {timeout_s:.0f} s and cannot be fenced: {_why(r)}"
+        )
+    dels = [
+        f"ip addr del {shlex.quote(a)} dev {shlex.quote(d)}" for a, d in vip_lines(r.stdout, vip)
+    ]
+    script = "; ".join(["systemctl kill --signal=SIGKILL keepalived.service", *dels])
+    done = ssh.run(inv, host, script, timeout=20, sudo=True)
+    if not done.ok or claims_vip(inv, host):
+        raise WebTierError(f"{host}: fencing its keepalived failed: {_why(done)}")
+    return (
+        f"{host} still claimed the VIP after {timeout_s:.0f} s: its keepalived was killed "
+        "(SIGKILL: no advert) and the VIP address removed, so that it comes back as BACKUP"
+    )
 
 
 def require_no_flap(inv: Inventory, holder: str, back: str, since: datetime) -> None:
