@@ -244,3 +244,62 @@ def test_the_backup_lb_rejoins_without_moving_the_vip(healthy: inv_mod.Inventory
     assert vip.vrrp_transitions(inv, holder, since) == []
     st = vip.lb_status(inv).set_index("lb")
     assert st.loc[backup, "keepalived"] == "active" and st.loc[backup, "vrrp_state"] == "BACKUP"
+
+
+# ------------------------------------------------- a VIP holder that comes back
+# VRRP resolves two masters by priority: nothing keeps the lb that took over. So a VIP
+# holder that was cut off or frozen must stop claiming the VIP before it comes back, or
+# it takes the VIP back and clients are interrupted a second time.
+def test_a_cut_off_vip_holder_gives_up_the_vip_and_comes_back_as_backup(
+    healthy: inv_mod.Inventory,
+) -> None:
+    from faultbook.lab.lab import Lab
+
+    inv = healthy
+    holder = vip.vip_holder(inv)
+    (other,) = [lb for lb in LBS if lb != holder]
+    lab = Lab(inv)
+    lab.partition(str(holder))
+    try:
+        wait_for(lambda: vip.claims_vip(inv, other) is True, 10, f"{other} took the VIP")
+        # keepalived's isolation check: neither the other lb nor a web node answers.
+        wait_for(
+            lambda: vip.claims_vip(inv, str(holder)) is False,
+            15,
+            f"{holder}, cut off, gave up the VIP",
+        )
+    finally:
+        since = datetime.now(UTC)
+        lab.heal(str(holder))
+    wait_for(
+        lambda: [t.state for t in vip.vrrp_transitions(inv, str(holder), since)] == ["BACKUP"],
+        20,
+        f"{holder} came back as BACKUP",
+    )
+    vip.require_no_flap(inv, other, str(holder), since)
+
+
+def test_a_frozen_vip_holder_is_fenced_and_comes_back_as_backup(
+    healthy: inv_mod.Inventory,
+) -> None:
+    inv = healthy
+    holder = str(vip.vip_holder(inv))
+    (other,) = [lb for lb in LBS if lb != holder]
+    r = ssh.run(inv, holder, "systemctl kill --signal=SIGSTOP keepalived.service", sudo=True)
+    assert r.ok, r.stderr
+    try:
+        wait_for(lambda: vip.claims_vip(inv, other) is True, 10, f"{other} took the VIP")
+        said = vip.stand_down(inv, holder, timeout_s=2)  # frozen: it cannot give it up
+        assert "killed (SIGKILL: no advert)" in said, said
+        assert vip.claims_vip(inv, holder) is False
+    finally:
+        since = datetime.now(UTC)
+        ssh.run(inv, holder, "systemctl kill --signal=SIGCONT keepalived.service", sudo=True)
+    res = vip.lb_recover(inv, holder)
+    assert res.ok
+    wait_for(
+        lambda: "BACKUP" in [t.state for t in vip.vrrp_transitions(inv, holder, since)],
+        20,
+        f"{holder} came back as BACKUP",
+    )
+    vip.require_no_flap(inv, other, holder, since)

@@ -82,7 +82,11 @@ def power_on(inv: Inventory, host: str, timeout_s: float = 180.0) -> str:
     if how == "lab":
         from faultbook.lab.lab import Lab
 
-        Lab(inv).boot(host)
+        lab = Lab(inv)
+        running = lab.pid(host) is not None  # e.g. its link was cut: nothing to boot
+        lab.boot(host)
+        if running:
+            return f"{host} was running (not powered off) and answers over SSH again"
         return f"{host} booted (faultbook lab boot {host})"
     if not how:
         raise WebTierError(
