@@ -93,6 +93,43 @@ def test_failed_detection_rolls_back_the_crashed_primary(
     assert after.primary == before  # nothing was promoted: the old primary serves again
 
 
+def test_a_drill_killed_after_its_promotion_gets_its_old_primary_rejoined(
+    lab: Lab, inv: inv_mod.Inventory, tmp_path: Path
+) -> None:
+    # SIGTERM once a standby is primary: the drill dies between its promotion and its
+    # rejoin. Reverting the crash powers the old primary on, but its start guard keeps it
+    # down (another primary exists): the runner's rollback must rejoin it as a standby.
+    before = procedure.steady_state(inv).primary
+    assert before is not None
+    others = [h.name for h in inv.group("db") if h.name != before]
+    argv = [FAULTBOOK, "run", "db-failover", "--out", str(tmp_path), "-p", "mode", "drill"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        new = poll(
+            lambda _t: next(
+                iter(failover.primaries(failover.cluster_state(inv, hosts=others))), None
+            ),
+            300,
+            what=f"a standby promoted in place of {before}",
+            interval_s=0.5,
+            transient=lambda exc: True,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert validate(doc) == [] and doc["verdict"] == "fail"
+    rb = doc["rollback"]
+    assert [(r["host"], r["primary"], r["outcome"]) for r in rb["repairs"]] == [
+        (before, new, "rejoined")
+    ], rb
+    assert rb["steady_state"]["ok"] is True, rb["steady_state"]
+    assert not journal.Journal(tmp_path).pending()
+    after = assert_steady(inv)
+    assert after.primary == new
+
+
 def test_monitoring_down_refuses_before_any_fault(
     lab: Lab, inv: inv_mod.Inventory, tmp_path: Path
 ) -> None:

@@ -458,7 +458,7 @@ def rejoin(
     )
 
 
-def rejoin_stragglers(inv: Inventory, wait_s: float = 60.0) -> list[dict[str, str]]:
+def rejoin_stragglers(inv: Inventory, wait_s: float = 30.0) -> list[dict[str, str]]:
     """After a drill that failed before its own rejoin: every db host that is not a
     streaming standby of the one primary is rejoined to it (``rejoin``), once WAIT_S has
     shown it will not come back by itself. Nothing is done unless exactly one primary
