@@ -95,10 +95,3 @@ def test_history_without_a_fresh_cache_asks_the_archive(host: Path) -> None:
     assert restore(host, HISTORY) == (1, True)
     until(host / "cache" / ".until", -5)  # an old hold's cache
     assert restore(host, HISTORY) == (1, True)
-
-
-def test_the_archive_is_asked_with_a_short_io_timeout(host: Path) -> None:
-    # A powered-off repository host: an error in seconds, not pgBackRest's 60 s per try.
-    restore(host, HISTORY)
-    (call,) = (host / "archive-calls").read_text().splitlines()
-    assert call == f"--stanza=main --io-timeout=2 archive-get {HISTORY} {host / 'out'}"
