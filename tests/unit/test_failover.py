@@ -5,6 +5,7 @@ import re
 import pandas as pd
 import pytest
 
+from faultbook.drills import rollback
 from faultbook.stack import failover
 from faultbook.stack.failover import PromotionRefused
 
@@ -325,7 +326,7 @@ def test_stragglers_are_rejoined_to_the_one_primary(monkeypatch: pytest.MonkeyPa
     rejoined = stragglers_world(
         monkeypatch, {"db1": "primary", "db2": "down", "db3": "standby"}, streaming=[]
     )
-    out = failover.rejoin_stragglers(FakeInv(["db1", "db2", "db3"]), wait_s=0.01)
+    out = rollback.rejoin_stragglers(FakeInv(["db1", "db2", "db3"]), wait_s=0.01)
     assert rejoined == [("db2", "db1"), ("db3", "db1")]
     assert [(r["host"], r["outcome"]) for r in out] == [("db2", "rejoined"), ("db3", "rejoined")]
 
@@ -337,7 +338,7 @@ def test_a_streaming_standby_is_not_touched(monkeypatch: pytest.MonkeyPatch) -> 
         streaming=["db3"],
         fail=("db2",),
     )
-    out = failover.rejoin_stragglers(FakeInv(["db1", "db2", "db3"]), wait_s=0.01)
+    out = rollback.rejoin_stragglers(FakeInv(["db1", "db2", "db3"]), wait_s=0.01)
     assert rejoined == []
     (r,) = out
     assert r["outcome"] == "failed" and "db_rejoin.yml failed on db2" in r["detail"]
@@ -354,7 +355,7 @@ def test_nothing_is_rejoined_without_exactly_one_primary(
     monkeypatch: pytest.MonkeyPatch, roles: dict[str, str]
 ) -> None:
     rejoined = stragglers_world(monkeypatch, roles, streaming=[])
-    assert failover.rejoin_stragglers(FakeInv(list(roles)), wait_s=0.01) == []
+    assert rollback.rejoin_stragglers(FakeInv(list(roles)), wait_s=0.01) == []
     assert rejoined == []
 
 
@@ -363,5 +364,5 @@ def test_a_cluster_that_comes_back_by_itself_is_left_alone(
 ) -> None:
     rejoined = stragglers_world(monkeypatch, {"db1": "primary", "db2": "down"}, streaming=[])
     monkeypatch.setattr(failover, "quorum_ok", lambda inv: "db1")
-    assert failover.rejoin_stragglers(FakeInv(["db1", "db2"]), wait_s=5) == []
+    assert rollback.rejoin_stragglers(FakeInv(["db1", "db2"]), wait_s=5) == []
     assert rejoined == []

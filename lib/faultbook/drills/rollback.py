@@ -28,8 +28,12 @@ from typing import Any
 from faultbook.drills import procedure
 from faultbook.drills.faults import Fault
 from faultbook.drills.journal import Entry, Journal
+from faultbook.errors import ConditionTimeout, FaultbookError
+from faultbook.inventory import Inventory
+from faultbook.poll import poll
 from faultbook.results import iso
 from faultbook.results import validate as validate_result
+from faultbook.stack import failover
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ def rollback(
     with its outcome, the db hosts it rejoined, and the steady state afterwards.
     ``make`` rebuilds a fault from an entry, ``repair`` rejoins what stayed out and
     ``steady`` checks steady state (defaults: ``journal.rebuild``,
-    ``failover.rejoin_stragglers`` and ``procedure.wait_steady_state`` on the entries'
+    ``rejoin_stragglers`` and ``procedure.wait_steady_state`` on the entries'
     inventory), for tests. With
     ``ended_badly`` (the notebook did not finish) a run that journaled any fault gets a
     rollback entry even when nothing was left to revert: the steady state afterwards.
@@ -96,13 +100,12 @@ def rollback(
 
 def _repair(entries: list[Entry]) -> list[dict[str, str]]:
     from faultbook import inventory as inventory_mod
-    from faultbook.stack import failover
 
     try:
         inv = inventory_mod.load(entries[0].inventory)
         if not inv.group("db"):
             return []
-        return failover.rejoin_stragglers(inv)
+        return rejoin_stragglers(inv)
     except Exception as exc:  # noqa: BLE001 - the record matters more than the exception
         return [
             {
@@ -135,6 +138,58 @@ def _steady(entries: list[Entry]) -> dict[str, Any]:
         "primary": s.primary,
         "checked_at": iso(datetime.now(UTC)),
     }
+
+
+def rejoin_stragglers(inv: Inventory, wait_s: float = 30.0) -> list[dict[str, str]]:
+    """After a drill that failed before its own rejoin: every db host that is not a
+    streaming standby of the one primary is rejoined to it (``failover.rejoin``), once WAIT_S has
+    shown it will not come back by itself. Nothing is done unless exactly one primary
+    runs: with none or two, which one to follow is a person's call (the incident mode).
+    Each straggler as {host, primary, outcome: "rejoined"|"failed", detail}."""
+    try:
+        poll(
+            lambda _t: failover.quorum_ok(inv),
+            wait_s,
+            what="every standby streaming",
+            transient=lambda exc: True,
+        )
+        return []
+    except ConditionTimeout:
+        pass
+    state = failover.cluster_state(inv)
+    prim = failover.primaries(state)
+    if len(prim) != 1:
+        return []
+    primary = prim[0]
+    try:
+        rep = failover.replication(inv, primary)
+        streaming = set(rep.loc[rep["state"] == "streaming", "standby"])
+    except FaultbookError:
+        return []
+    out: list[dict[str, str]] = []
+    for host in state["host"]:
+        if host == primary or host in streaming:
+            continue
+        try:
+            failover.rejoin(inv, host, primary)
+            out.append(
+                {
+                    "host": host,
+                    "primary": primary,
+                    "outcome": "rejoined",
+                    "detail": f"{host} rejoined as a standby of {primary}",
+                }
+            )
+        except FaultbookError as exc:
+            out.append(
+                {
+                    "host": host,
+                    "primary": primary,
+                    "outcome": "failed",
+                    "detail": f"{host} not rejoined to {primary}: {exc}",
+                }
+            )
+    return out
 
 
 def journaled_fault(out_dir: Path) -> dict[str, Any] | None:

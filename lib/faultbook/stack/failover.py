@@ -26,7 +26,6 @@ import requests
 
 from faultbook import ansible, ssh
 from faultbook.errors import (
-    ConditionTimeout,
     FaultbookError,
     InventoryError,
     PromotionRefused,
@@ -456,58 +455,6 @@ def rejoin(
         extravars={"db_rejoin_host": host, "db_primary": primary}
         | ({"postgresql_rejoin_method": method} if method else {}),
     )
-
-
-def rejoin_stragglers(inv: Inventory, wait_s: float = 30.0) -> list[dict[str, str]]:
-    """After a drill that failed before its own rejoin: every db host that is not a
-    streaming standby of the one primary is rejoined to it (``rejoin``), once WAIT_S has
-    shown it will not come back by itself. Nothing is done unless exactly one primary
-    runs: with none or two, which one to follow is a person's call (the incident mode).
-    Each straggler as {host, primary, outcome: "rejoined"|"failed", detail}."""
-    try:
-        poll(
-            lambda _t: quorum_ok(inv),
-            wait_s,
-            what="every standby streaming",
-            transient=lambda exc: True,
-        )
-        return []
-    except ConditionTimeout:
-        pass
-    state = cluster_state(inv)
-    prim = primaries(state)
-    if len(prim) != 1:
-        return []
-    primary = prim[0]
-    try:
-        rep = replication(inv, primary)
-        streaming = set(rep.loc[rep["state"] == "streaming", "standby"])
-    except FaultbookError:
-        return []
-    out: list[dict[str, str]] = []
-    for host in state["host"]:
-        if host == primary or host in streaming:
-            continue
-        try:
-            rejoin(inv, host, primary)
-            out.append(
-                {
-                    "host": host,
-                    "primary": primary,
-                    "outcome": "rejoined",
-                    "detail": f"{host} rejoined as a standby of {primary}",
-                }
-            )
-        except FaultbookError as exc:
-            out.append(
-                {
-                    "host": host,
-                    "primary": primary,
-                    "outcome": "failed",
-                    "detail": f"{host} not rejoined to {primary}: {exc}",
-                }
-            )
-    return out
 
 
 def wait_quorum(inv: Inventory, timeout_s: float = 120.0) -> str:
