@@ -208,6 +208,16 @@ def no_repair(entries: list[journal.Entry]) -> list[dict[str, str]]:
     return []
 
 
+def recorded(run_dir: Path, rb: dict[str, Any]) -> dict[str, Any]:
+    """A db-failover run's result.json in RUN_DIR, with the rollback RB recorded into it."""
+    r = Run.start("db-failover", "drill", {})
+    r.finish()
+    r.save(run_dir)
+    rollback.record(run_dir / "result.json", rb)
+    doc: dict[str, Any] = json.loads((run_dir / "result.json").read_text())
+    return doc
+
+
 def test_runner_rollback_records_what_it_did(tmp_path: Path, lab: inv_mod.Inventory) -> None:
     world = {"on": True, "reverts": 0}
     j = journal.Journal(tmp_path)
@@ -233,11 +243,7 @@ def test_runner_rollback_records_what_it_did(tmp_path: Path, lab: inv_mod.Invent
     assert rb["steady_state"] == {"ok": True, "detail": "steady state: fake"}
     assert [e.target for e in seen[0]] == ["db1"]
     # result.json: verdict fail, a rollback step, and still valid.
-    r = Run.start("db-failover", "drill", {})
-    r.finish()
-    r.save(tmp_path)
-    rollback.record(tmp_path / "result.json", rb)
-    doc = json.loads((tmp_path / "result.json").read_text())
+    doc = recorded(tmp_path, rb)
     assert doc["verdict"] == "fail" and doc["rollback"] == rb
     assert doc["steps"][-1]["name"] == "rollback" and "db1" in doc["steps"][-1]["detail"]
     assert validate(doc) == []
@@ -287,11 +293,7 @@ def test_runner_rollback_rejoins_what_the_drill_left_out(
     assert rb is not None and order == ["repair", "steady"]
     assert rb["repairs"][0]["host"] == "db2"
     assert "db2 rejoined as a standby of db1; then steady state" in rollback.summary(rb)
-    r = Run.start("db-failover", "drill", {})
-    r.finish()
-    r.save(tmp_path)
-    rollback.record(tmp_path / "result.json", rb)
-    doc = json.loads((tmp_path / "result.json").read_text())
+    doc = recorded(tmp_path, rb)
     step = doc["steps"][-1]
     assert step["status"] == "failed" and step["detail"].startswith("reverted what the drill left")
     assert validate(doc) == []
@@ -402,11 +404,7 @@ def test_a_run_that_ended_badly_gets_a_steady_state_check(
     )
     assert rb == {"faults": [], "steady_state": {"ok": False, "detail": "db1 is down"}}
     assert "nothing left to revert" in rollback.summary(rb)
-    r = Run.start("db-failover", "drill", {})
-    r.finish()
-    r.save(tmp_path)
-    rollback.record(tmp_path / "result.json", rb)
-    doc = json.loads((tmp_path / "result.json").read_text())
+    doc = recorded(tmp_path, rb)
     assert doc["steps"][-1]["status"] == "failed" and validate(doc) == []
 
 

@@ -268,12 +268,14 @@ def test_power_advice_names_the_way_for_each_kind_of_inventory(
     assert "power_on.yml with power_host=web3" in recovery.power_advice(lab, "web3")
 
 
-def test_both_lbs_the_first_back_takes_the_vip_the_second_must_not_flap(
-    monkeypatch: pytest.MonkeyPatch, lab: inv_mod.Inventory
-) -> None:
+def lb_world(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every lb answers; the VIP and VRRP calls of ``lb_rejoin`` are recorded, in order."""
     did: list[tuple[str, str]] = []
     monkeypatch.setattr(
         recovery, "answering", lambda inv, hosts, timeout=3.0: dict.fromkeys(hosts, True)
+    )
+    monkeypatch.setattr(
+        vip, "stand_down", lambda inv, h, t: did.append(("stand down", h)) or f"{h} fenced"
     )
     monkeypatch.setattr(vip, "lb_recover", lambda inv, h: did.append(("recover", h)))
     monkeypatch.setattr(vip, "wait_vip_held", lambda inv, t: did.append(("held", "?")) or "lb1")
@@ -282,6 +284,13 @@ def test_both_lbs_the_first_back_takes_the_vip_the_second_must_not_flap(
         "require_no_flap",
         lambda inv, holder, back, since: did.append(("no flap", f"{holder}/{back}")),
     )
+    return did
+
+
+def test_both_lbs_the_first_back_takes_the_vip_the_second_must_not_flap(
+    monkeypatch: pytest.MonkeyPatch, lab: inv_mod.Inventory
+) -> None:
+    did = lb_world(monkeypatch)
     p = _incident(lab, [], confirm_=True)
     p.runbook = "lb-failover"
     r = recovery.plan(p, "lb", ["lb1", "lb2"])
@@ -294,19 +303,7 @@ def test_both_lbs_the_first_back_takes_the_vip_the_second_must_not_flap(
 def test_an_lb_back_while_the_other_holds_the_vip_stands_down_before_its_revert(
     monkeypatch: pytest.MonkeyPatch, lab: inv_mod.Inventory
 ) -> None:
-    did: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        recovery, "answering", lambda inv, hosts, timeout=3.0: dict.fromkeys(hosts, True)
-    )
-    monkeypatch.setattr(
-        vip, "stand_down", lambda inv, h, t: did.append(("stand down", h)) or f"{h} fenced"
-    )
-    monkeypatch.setattr(vip, "lb_recover", lambda inv, h: did.append(("recover", h)))
-    monkeypatch.setattr(
-        vip,
-        "require_no_flap",
-        lambda inv, holder, back, since: did.append(("no flap", f"{holder}/{back}")),
-    )
+    did = lb_world(monkeypatch)
     p = _incident(lab, [], confirm_=True)
     p.runbook = "lb-failover"
     monkeypatch.setattr(p, "revert", lambda: did.append(("revert", "")))

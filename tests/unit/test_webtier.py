@@ -439,19 +439,18 @@ def stand_down_world(
     return seen
 
 
-def test_a_cut_off_lb_that_gives_up_the_vip_is_not_fenced(
-    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "claims",
+    [
+        [True, True, False],  # cut off: it gives the VIP up by itself
+        [None],  # off, or its addresses unreadable: it holds nothing
+    ],
+)
+def test_an_lb_that_no_longer_claims_the_vip_is_not_fenced(
+    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch, claims: list[bool | None]
 ) -> None:
-    seen = stand_down_world(monkeypatch, [True, True, False])
+    seen = stand_down_world(monkeypatch, claims)
     assert "lb1 no longer claims the VIP" in vip.stand_down(lab, "lb1", timeout_s=10)
-    assert seen == []
-
-
-def test_an_lb_off_or_unreadable_holds_nothing(
-    lab: inv_mod.Inventory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen = stand_down_world(monkeypatch, [None])
-    assert "no longer claims" in vip.stand_down(lab, "lb1", timeout_s=10)
     assert seen == []
 
 
