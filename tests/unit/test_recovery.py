@@ -309,6 +309,7 @@ def test_an_lb_back_while_the_other_holds_the_vip_stands_down_before_its_revert(
     monkeypatch.setattr(p, "revert", lambda: did.append(("revert", "")))
     r = recovery.plan(p, "lb", ["lb1"])
     recovery.confirm(r)
+    assert "kill its keepalived (SIGKILL)" in r.nodes[0].plan  # the person is told
     recovery.lb_rejoin(r, "lb2")
     assert did == [
         ("stand down", "lb1"),

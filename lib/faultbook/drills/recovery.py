@@ -251,7 +251,11 @@ def web_enable(r: Recovery) -> pd.DataFrame:
 
 # ------------------------------------------------------------- load balancers
 def lb_actions(n: Node) -> str:
-    return f"start HAProxy and keepalived on {n.host} (it rejoins as BACKUP)"
+    return (
+        f"start HAProxy and keepalived on {n.host} (it rejoins as BACKUP); first, if it "
+        "still claims the VIP that the other lb holds, kill its keepalived (SIGKILL) and "
+        "remove the VIP from it"
+    )
 
 
 # What one confirmation per node names, per tier.
