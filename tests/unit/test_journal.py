@@ -544,3 +544,17 @@ def test_steady_state_ignores_alerts_that_count_log_lines(
     rows.append({"alertname": "ReplicationLagHigh", "instance": "db2", "labels": {}})
     s = procedure.steady_state(inv)
     assert not s.ok and s.problems == ["alerts firing: ReplicationLagHigh"]
+
+
+def test_an_inventory_without_databases_has_nothing_to_rejoin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from faultbook import inventory as inventory_mod
+
+    monkeypatch.setattr(
+        inventory_mod, "load", lambda path: SimpleNamespace(groups={"web": ["web1"]})
+    )
+    entry = SimpleNamespace(inventory="hosts.yml")
+    assert rollback._repair([entry]) == []  # type: ignore[list-item]

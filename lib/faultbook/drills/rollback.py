@@ -103,7 +103,7 @@ def _repair(entries: list[Entry]) -> list[dict[str, str]]:
 
     try:
         inv = inventory_mod.load(entries[0].inventory)
-        if not inv.group("db"):
+        if not inv.groups.get("db"):  # an inventory without databases: nothing to rejoin
             return []
         return rejoin_stragglers(inv)
     except Exception as exc:  # noqa: BLE001 - the record matters more than the exception
