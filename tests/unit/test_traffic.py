@@ -208,8 +208,14 @@ def test_rate_and_records(ledger: FakeLedger) -> None:
     assert 0.9 < span < 2.0
 
     posts, gets = df[df["kind"] == "POST"], df[df["kind"] == "GET"]
-    # every other request is a POST; the first one too, since nothing is acked yet
-    assert 20 <= len(posts) <= 22
+    # every other request is a POST; so is any other one sent before the first POST's
+    # answer (nothing to GET yet): the first few of them, however busy the machine
+    scheduled = [s for s in range(40) if spec.is_post(s)]
+    assert len(scheduled) == 20 and set(scheduled) <= set(posts["seq"])
+    unscheduled = [s for s in range(40) if not spec.is_post(s)]
+    early = sorted(set(posts["seq"]) - set(scheduled))
+    assert early == unscheduled[: len(early)]
+    assert len(gets) > 0
     assert set(posts["status"]) == {201}
     assert set(gets["status"]) == {200}
     assert t.acked_ids() == set(ledger.orders) == set(posts["order_id"])
@@ -383,13 +389,14 @@ def test_sessions_come_from_the_factory(ledger: FakeLedger) -> None:
         s = requests.Session()
         s.trust_env = False
         s.headers["X-Test"] = "1"
-        made.append(s)
+        made.append(threading.current_thread().name)
         return s
 
     t = Traffic(ledger.url, LoadSpec(rps=20, duration_s=0.3), session_factory=factory)
     t.start().wait()
     assert len(t.records()) == 6
-    assert 1 <= len(made) <= 2  # one per worker thread, reused (keep-alive)
+    # one per worker thread, reused (keep-alive): how many threads depends on the load
+    assert 1 <= len(made) == len(set(made)) <= 6
 
 
 def test_save_load_round_trip(ledger: FakeLedger, tmp_path: Path) -> None:
