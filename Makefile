@@ -113,20 +113,25 @@ nbval: setup
 	$(NBVAL)
 
 # Runs every stage in order and always takes the lab down, even when a stage failed.
-# The lab boots and is provisioned (about 5 minutes) in the background while lint and
-# the unit tests run: neither touches the lab (the unit tests that need a lab state
-# directory make their own under tmp). Its output is shown once it is up; the
-# integration stage starts only after both lint and unit passed and the lab came up.
+# The lab image is built (when not cached), then the lab booted and provisioned
+# (about 5 minutes), in the background while lint and the unit tests run: neither
+# touches the lab (the unit tests that need a lab state directory make their own
+# under tmp). The unit tests wait for the image only (promtool comes from it). The
+# background's output is shown once the lab is up; the integration stage starts
+# only after lint, the unit tests and the lab all succeeded.
 LAB_UP_LOG = $(REPORTS)/lab-up.log
+IMAGE_READY = $(REPORTS)/.lab-image-ready
 
-test: setup
-	@rc=0; mkdir -p $(REPORTS); \
-	echo "== booting and provisioning the lab in the background (log: $(LAB_UP_LOG))"; \
-	$(FB) lab up > $(LAB_UP_LOG) 2>&1 & up=$$!; \
+test: apt venv
+	@rc=0; mkdir -p $(REPORTS); rm -f $(IMAGE_READY); \
+	echo "== the lab image, then the lab (boot and provision), in the background (log: $(LAB_UP_LOG))"; \
+	( $(FB) lab image && touch $(IMAGE_READY) && $(FB) lab up ) > $(LAB_UP_LOG) 2>&1 & up=$$!; \
 	$(MAKE) --no-print-directory lint && \
+	{ while [ ! -e $(IMAGE_READY) ] && kill -0 $$up 2>/dev/null; do sleep 2; done; \
+	  [ -e $(IMAGE_READY) ] || { echo "the lab image was not built: see $(LAB_UP_LOG)"; false; }; } && \
 	$(MAKE) --no-print-directory unit || rc=$$?; \
 	echo "== waiting for the lab"; wait $$up; uprc=$$?; cat $(LAB_UP_LOG); \
-	if [ $$uprc -ne 0 ]; then echo "faultbook lab up failed (exit $$uprc)"; rc=1; fi; \
+	if [ $$uprc -ne 0 ]; then echo "the lab image or faultbook lab up failed (exit $$uprc)"; rc=1; fi; \
 	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory integration LAB_UP=true || rc=$$?; fi; \
 	echo "== taking the lab down"; $(FB) lab down || rc=1; \
 	exit $$rc
