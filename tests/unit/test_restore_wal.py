@@ -153,15 +153,12 @@ def test_a_connect_nobody_answers_is_bounded_by_the_probe(host: Path) -> None:
         srv.bind(("127.0.0.1", 0))
         srv.listen(0)
         port = srv.getsockname()[1]
-        fillers = [socket.create_connection(("127.0.0.1", port), timeout=1)]  # queue: 0 + 1
-        try:
+        # the queue holds backlog + 1 = 1 connection: this one fills it
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
             repo_at(host, port)
             t0 = time.monotonic()
             assert restore(host, WAL) == (1, False)
             assert time.monotonic() - t0 < PROBE_S + 1
-        finally:
-            for c in fillers:
-                c.close()
     assert (host / "repo-down").exists()
 
 
